@@ -1,0 +1,82 @@
+"""Schema rows -> TRL rows: a conversational `prompt` plus the `image`, loaded lazily.
+
+Training (GRPO and SFT) and evaluation both build their inputs here, so the prompt strings and
+the image resizing (`images.fit_pixels` with the config's min/max pixels) are identical in both.
+Images are decoded on access (`Dataset.with_transform`), never stored in memory or on disk twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from medvqa_data import images, templates
+
+ANSWER_COLUMNS = ["id", "answer", "options", "answer_letter", "answer_type", "question", "modality",
+                  "question_type", "dataset"]
+
+
+def prompt_text(row: dict, template: str, mode: str = "default", phase: str = "train",
+                diversity: bool = False, seed: int = 0, index: int = 0) -> str:
+    style = templates.diversity_style(seed, index) if diversity else None
+    return templates.render_prompt(
+        row["question"], list(row["options"] or []), template, mode=mode, phase=phase,
+        answer_type=row.get("answer_type") or "closed", style=style,
+    )
+
+
+def load_row_image(path: str, min_pixels: int, max_pixels: int):
+    return images.fit_pixels(images.load_image(path), min_pixels, max_pixels)
+
+
+def to_trl(ds, template: str, mode: str = "default", phase: str = "train", min_pixels: int = 3136,
+           max_pixels: int = 401408, diversity: bool = False, seed: int = 0):
+    """Add `prompt` (conversational) and decode `image` lazily.
+
+    Returns a `datasets.Dataset` whose rows have `prompt`, `image` (PIL, resized), and the answer
+    columns that the reward functions read (`answer`, `options`, `answer_letter`, `answer_type`, ...).
+    The prompt is TRL's canonical VLM form: one user turn with string content; TRL inserts the
+    image placeholder before it (rendering exactly as `templates.build_messages` does).
+    """
+    prompts = [
+        [{"role": "user", "content": prompt_text(row, template, mode, phase, diversity, seed, i)}]
+        for i, row in enumerate(ds.select_columns(["question", "options", "answer_type"]))
+    ]
+    ds = ds.add_column("prompt", prompts)
+
+    def _decode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        out = dict(batch)
+        if "image" in batch:
+            out["image"] = [load_row_image(p, min_pixels, max_pixels) for p in batch["image"]]
+        return out
+
+    return ds.with_transform(_decode)
+
+
+def sft_target(row: dict, template: str, kind: str = "answer") -> str:
+    """The SFT completion for a row, in the template's format.
+
+    kind="answer": the answer tag (think templates get a fixed, content-free think block, so SFT
+    teaches the format and the answer, not reasoning: the Med-R1 SFT baseline);
+    kind="reasoning": a one-sentence rationale naming the option, then the answer.
+    """
+    letter = row.get("answer_letter") or ""
+    answer = letter if letter else row["answer"]
+    if kind == "reasoning":
+        what = f"{letter}) {row['answer']}" if letter else row["answer"]
+        thought = f"The image shows {row['answer']}, so the answer is {what}."
+    else:
+        thought = "I look at the image and compare it with each option."
+    if template == "no-think":
+        return f"<answer>{answer}</answer>"
+    if template == "think-after":
+        return f"<answer>{answer}</answer>\n<think>{thought}</think>"
+    return f"<think>{thought}</think>\n<answer>{answer}</answer>"
+
+
+def to_sft(ds, template: str, mode: str = "default", kind: str = "answer", min_pixels: int = 3136,
+           max_pixels: int = 401408, diversity: bool = False, seed: int = 0):
+    """Prompt-completion rows for TRL's SFTTrainer (the loss covers the completion only)."""
+    completions = [[{"role": "assistant", "content": sft_target(row, template, kind)}]
+                   for row in ds.select_columns(["answer", "answer_letter"])]
+    ds = ds.add_column("completion", completions)
+    return to_trl(ds, template, mode, "train", min_pixels, max_pixels, diversity, seed)

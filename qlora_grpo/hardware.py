@@ -1,0 +1,101 @@
+"""Start-up report (resolved config, GPU, memory), a fit estimate, and the out-of-memory advice.
+
+The estimate is deliberately simple and documented, to warn before a run that cannot fit:
+    weights      = linear params x (0.5 B + 1/64 B absmax for nf4 | 2 B bf16/fp16 | 4 B fp32)
+                   + embeddings x 2 B (never quantized) + vision tower
+    lora+adam    = LoRA params x 16 B (fp32 weight, grad, two Adam moments)
+    kv cache     = 2 x layers x kv_heads x head_dim x 2 B x G x (prompt + completion)
+    activations  = G x T x hidden x layers x 2 B (checkpointed layer inputs)
+                   + G x T x (14 x hidden + 3 x intermediate) x 2 B (one layer recomputed)
+    logits       = G x completion x vocab x 4 B (fp32 log-softmax, chunked by TRL's kernel: /4)
+    + 15% allocator overhead and the CUDA context (~0.5 GB).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+GB = 1024**3
+
+
+def count_params(model_dir: str) -> dict:
+    """Parameter counts from config.json (no weights loaded)."""
+    cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    t = cfg.get("text_config", cfg)
+    v = cfg.get("vision_config", {})
+    h, inter, layers = t["hidden_size"], t["intermediate_size"], t["num_hidden_layers"]
+    heads, kv = t["num_attention_heads"], t.get("num_key_value_heads", t["num_attention_heads"])
+    head_dim = h // heads
+    vocab = t["vocab_size"]
+    per_layer = h * h * 2 + 2 * h * kv * head_dim + 3 * h * inter
+    tied = cfg.get("tie_word_embeddings", t.get("tie_word_embeddings", False))
+    emb = vocab * h * (1 if tied else 2)
+    e, depth = v.get("embed_dim", 1280), v.get("depth", 32)
+    vis = depth * (4 * e * e + 2 * e * e * v.get("mlp_ratio", 4)) + (e * 4) ** 2 + e * 4 * v.get("hidden_size", h)
+    return {"linear": per_layer * layers, "embedding": emb, "vision": vis, "hidden": h, "layers": layers,
+            "kv_dim": kv * head_dim, "inter": inter, "vocab": vocab, "per_layer_lora_dims": 2 * h + kv * head_dim * 2}
+
+
+def estimate_gb(model_dir: str, quantization: str, dtype_bytes: int, num_generations: int, prompt_tokens: int,
+                completion_tokens: int, lora_r: int) -> dict:
+    p = count_params(model_dir)
+    linear_bytes = {"nf4": 0.5 + 1 / 64}.get(quantization, dtype_bytes)
+    weights = (p["linear"] + p["vision"]) * linear_bytes + p["embedding"] * 2
+    lora = p["layers"] * 7 * lora_r * (p["hidden"] * 2 + p["inter"]) * 16
+    g, tokens = num_generations, prompt_tokens + completion_tokens
+    kv = 2 * p["layers"] * p["kv_dim"] * 2 * g * tokens
+    act = g * tokens * p["hidden"] * p["layers"] * 2 + g * tokens * (14 * p["hidden"] + 3 * p["inter"]) * 2
+    logits = g * completion_tokens * p["vocab"] * 4 / 4
+    total = (weights + lora + kv + act + logits) * 1.15 + 0.5 * GB
+    return {"weights": weights / GB, "lora_optimizer": lora / GB, "kv_cache": kv / GB, "activations": act / GB,
+            "logits": logits / GB, "total": total / GB}
+
+
+def gpu_info() -> tuple[str, float] | None:
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    props = torch.cuda.get_device_properties(0)
+    return props.name, props.total_memory / GB
+
+
+def print_startup(cfg, resume_from: str | None) -> None:
+    from qlora_grpo.config import resolve_compute_dtype, to_yaml
+
+    print("=" * 78)
+    print("resolved config:\n" + "\n".join("  " + line for line in to_yaml(cfg).splitlines()))
+    gpu = gpu_info()
+    dtype = resolve_compute_dtype(cfg.compute_dtype)
+    print(f"device: {f'{gpu[0]} ({gpu[1]:.1f} GB)' if gpu else 'CPU (no CUDA GPU)'}; compute dtype {dtype}")
+    prompt_tokens = 64 + cfg.max_pixels // 784  # instruction + question + visual tokens at max_pixels
+    try:
+        est = estimate_gb(cfg.model_name_or_path, cfg.quantization, 2 if dtype != "float32" else 4,
+                          cfg.num_generations or 8, prompt_tokens, cfg.max_completion_length or 256, cfg.lora_r)
+    except (OSError, KeyError, ValueError):
+        est = None
+    if est:
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in est.items() if k != "total")
+        print(f"memory estimate: {est['total']:.1f} GB ({parts})")
+        if gpu and est["total"] > gpu[1]:
+            print(f"WARNING: this profile is estimated at {est['total']:.1f} GB but the GPU has {gpu[1]:.1f} GB.\n"
+                  + oom_message(cfg))
+    print(f"resuming from {resume_from}" if resume_from else f"fresh run in {cfg.output_dir}")
+    print("=" * 78, flush=True)
+
+
+def oom_message(cfg) -> str:
+    """The knobs to lower when a run does not fit, in order of least quality loss."""
+    g = cfg.num_generations
+    return (
+        "CUDA out of memory. Lower these, in order of least quality loss:\n"
+        f"  1. per_device_train_batch_size (now {cfg.per_device_train_batch_size}) with gradient_accumulation_steps "
+        f"up to keep the effective batch (now x{cfg.gradient_accumulation_steps})\n"
+        f"  2. gradient_checkpointing: true (now {cfg.gradient_checkpointing})\n"
+        f"  3. quantization: nf4 (now {cfg.quantization}) and backend: unsloth if installed (now {cfg.backend})\n"
+        f"  4. max_pixels (now {cfg.max_pixels}; 784 pixels = 1 visual token)\n"
+        f"  5. max_completion_length (now {cfg.max_completion_length})\n"
+        f"  6. num_generations (now {g}; GRPO needs >= 2, fewer = noisier advantages)\n"
+        f"  7. lora_r (now {cfg.lora_r})"
+    )

@@ -1,0 +1,270 @@
+"""Load the base model (4-bit or 16-bit), its processor and the LoRA adapters: one function per backend.
+
+- `hf`: transformers + bitsandbytes NF4 (double quantization) + PEFT LoRA. `quantization: none`
+  keeps 16-bit weights: the full-precision LoRA baseline.
+- `unsloth`: Unsloth's FastVisionModel (4-bit base, its gradient checkpointing, optional vLLM
+  rollouts for Qwen2.5-VL). GPU only.
+
+Both return a PEFT model with trainable LoRA weights and the processor, ready for TRL trainers.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from qlora_grpo import cpu_compat
+from qlora_grpo.errors import UserError
+
+VISION_SPECIAL_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
+SUPPORTED_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")
+FAST_INFERENCE_MODEL_TYPES = ("qwen2_5_vl",)  # Unsloth's vLLM rollouts support Qwen2.5-VL, not Qwen2-VL
+ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
+MLP = ("gate_proj", "up_proj", "down_proj")
+VISION_ATTN = ("qkv", "proj")
+VISION_MLP = ("fc1", "fc2", "gate_proj", "up_proj", "down_proj")
+
+
+# ----------------------------------------------------------------------------- paths and types
+def resolve_model_path(name: str) -> str:
+    """A local checkpoint dir, or a hub id where the machine may use the network; else a clear error."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UserError(f"{path} has no config.json: it is not a model checkpoint directory")
+        return str(path)
+    looks_like_hub_id = name.count("/") == 1 and not name.startswith((".", "/", "~")) and not path.exists()
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    if looks_like_hub_id and not offline:
+        return name
+    how = (
+        "build the embedded tiny model with `python -m qlora_grpo.tiny runs/tiny-qwen2-vl`, or copy a "
+        "downloaded checkpoint there (on a machine with internet: `huggingface-cli download "
+        "Qwen/Qwen2-VL-2B-Instruct --local-dir models/Qwen2-VL-2B-Instruct`) and set model_name_or_path"
+    )
+    if looks_like_hub_id:
+        raise UserError(f"model {name!r} is a hub id but HF_HUB_OFFLINE=1 is set; {how}")
+    raise UserError(f"model directory not found: {name}; {how}")
+
+
+def model_type(path: str) -> str:
+    from transformers import AutoConfig
+
+    mtype = AutoConfig.from_pretrained(path, trust_remote_code=False).model_type
+    if mtype not in SUPPORTED_MODEL_TYPES:
+        raise UserError(f"{path} is a {mtype!r} model; supported: {', '.join(SUPPORTED_MODEL_TYPES)}")
+    return mtype
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[name]
+
+
+def resolve_backend(name: str) -> str:
+    if name != "auto":
+        if name == "unsloth" and not cpu_compat.has_cuda():
+            raise UserError("backend=unsloth needs a CUDA GPU (Unsloth refuses vision models on CPU); use backend=hf")
+        return name
+    if cpu_compat.has_cuda():
+        try:
+            import unsloth  # noqa: F401
+
+            return "unsloth"
+        except ImportError:
+            pass
+    return "hf"
+
+
+def vision_special_token_ids(processor) -> list[int]:
+    """Ids of the vision placeholder tokens: suppressed during generation (a generated <|image_pad|>
+    makes the next forward fail with "Image features and image tokens do not match")."""
+    tok = getattr(processor, "tokenizer", processor)
+    ids = [tok.convert_tokens_to_ids(t) for t in VISION_SPECIAL_TOKENS]
+    return [i for i in ids if i is not None and i != tok.unk_token_id]
+
+
+def load_processor(path: str, min_pixels: int, max_pixels: int):
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(
+        path, min_pixels=min_pixels, max_pixels=max_pixels, padding_side="left", trust_remote_code=False
+    )
+    processor.tokenizer.padding_side = "left"
+    return processor
+
+
+# ----------------------------------------------------------------------------- LoRA targets
+def lora_target_regex(language: bool, vision: bool, attention: bool, mlp: bool) -> str:
+    """PEFT `target_modules` regex (full match) over the language model and/or the vision tower."""
+    parts = []
+    if language:
+        names = (ATTN if attention else ()) + (MLP if mlp else ())
+        if names:
+            parts.append(r".*\.language_model\.layers\.\d+\.(self_attn|mlp)\.(" + "|".join(names) + ")")
+    if vision:
+        names = (VISION_ATTN if attention else ()) + (VISION_MLP if mlp else ())
+        if names:
+            parts.append(r".*\.visual\.blocks\.\d+\.(attn|mlp)\.(" + "|".join(names) + ")")
+    if not parts:
+        raise UserError("no LoRA targets: enable finetune_language_layers or finetune_vision_layers "
+                        "and attention or MLP modules")
+    return "|".join(f"(?:{p})" for p in parts)
+
+
+def lora_config(cfg):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=lora_target_regex(
+            cfg.finetune_language_layers, cfg.finetune_vision_layers,
+            cfg.finetune_attention_modules, cfg.finetune_mlp_modules,
+        ),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+# ----------------------------------------------------------------------------- hf backend
+def load_base_hf(path: str, quantization: str, dtype: torch.dtype, allow_pickle: bool = False):
+    """Base model via transformers (+ bitsandbytes NF4 with double quantization)."""
+    from transformers import AutoModelForImageTextToText, BitsAndBytesConfig
+
+    kwargs = dict(dtype=dtype, trust_remote_code=False, use_safetensors=None if allow_pickle else True)
+    if quantization == "nf4":
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype,
+            bnb_4bit_quant_storage=dtype if dtype != torch.float32 else torch.uint8,
+            llm_int8_skip_modules=["lm_head", "merger"],  # keep the output head and vision merger in 16-bit
+        )
+    if cpu_compat.has_cuda():
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+    except OSError as e:
+        if "safetensors" in str(e).lower() or "no file named" in str(e).lower():
+            raise UserError(f"{path}: no safetensors weights found ({e}); convert them, or pass --allow_pickle "
+                            "if you trust the files (pickle can execute code)") from None
+        raise
+    cpu_compat.fix_bnb_linear4bit(model)
+    return model
+
+
+def load_hf(cfg, path: str, dtype: torch.dtype):
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    model = load_base_hf(path, cfg.quantization, dtype, cfg.allow_pickle)
+    if cfg.quantization == "nf4":
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=cfg.gradient_checkpointing,
+            gradient_checkpointing_kwargs=cfg.gradient_checkpointing_kwargs or {"use_reentrant": False},
+        )
+    if cfg.init_adapter:
+        from peft import PeftModel
+
+        check_adapter(cfg.init_adapter, path)
+        model = PeftModel.from_pretrained(model, cfg.init_adapter, is_trainable=True)
+    else:
+        model = get_peft_model(model, lora_config(cfg))
+    cpu_compat.fix_bnb_linear4bit(model)
+    return model
+
+
+# ----------------------------------------------------------------------------- unsloth backend
+def load_unsloth(cfg, path: str, mtype: str):
+    from unsloth import FastVisionModel
+
+    if cfg.fast_inference and mtype not in FAST_INFERENCE_MODEL_TYPES:
+        raise UserError(f"fast_inference (Unsloth vLLM rollouts) supports {', '.join(FAST_INFERENCE_MODEL_TYPES)} "
+                        f"but {path} is {mtype}; set fast_inference: false or use a Qwen2.5-VL checkpoint")
+    model, _ = FastVisionModel.from_pretrained(
+        path,
+        load_in_4bit=cfg.quantization == "nf4",
+        use_gradient_checkpointing="unsloth" if cfg.gradient_checkpointing else False,
+        fast_inference=cfg.fast_inference,
+        max_lora_rank=cfg.lora_r,
+    )
+    model = FastVisionModel.get_peft_model(
+        model,
+        finetune_vision_layers=cfg.finetune_vision_layers,
+        finetune_language_layers=cfg.finetune_language_layers,
+        finetune_attention_modules=cfg.finetune_attention_modules,
+        finetune_mlp_modules=cfg.finetune_mlp_modules,
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        bias="none",
+        random_state=cfg.seed,
+        use_gradient_checkpointing="unsloth" if cfg.gradient_checkpointing else False,
+    )
+    return model
+
+
+# ----------------------------------------------------------------------------- entry points
+def load_for_training(cfg):
+    """(peft_model, processor, backend) for a GRPO/SFT config."""
+    from qlora_grpo.config import resolve_compute_dtype
+
+    path = resolve_model_path(cfg.model_name_or_path)
+    mtype = model_type(path)
+    backend = resolve_backend(cfg.backend)
+    dtype = torch_dtype(resolve_compute_dtype(cfg.compute_dtype))
+    processor = load_processor(path, cfg.min_pixels, cfg.max_pixels)
+    if backend == "unsloth":
+        model = load_unsloth(cfg, path, mtype)
+    else:
+        model = load_hf(cfg, path, dtype)
+    return model, processor, backend
+
+
+def load_for_inference(model_path: str, adapter: str | None = None, quantization: str = "none",
+                       compute_dtype: str = "auto", min_pixels: int = 3136, max_pixels: int = 401408,
+                       allow_pickle: bool = False):
+    """(model in eval mode, processor) for evaluation and inference; adapters are applied, not merged."""
+    from qlora_grpo.config import resolve_compute_dtype
+
+    path = resolve_model_path(model_path)
+    model_type(path)
+    dtype = torch_dtype(resolve_compute_dtype(compute_dtype))
+    processor = load_processor(path, min_pixels, max_pixels)
+    model = load_base_hf(path, quantization, dtype, allow_pickle)
+    if adapter:
+        from peft import PeftModel
+
+        check_adapter(adapter, path)
+        model = PeftModel.from_pretrained(model, adapter)
+        cpu_compat.fix_bnb_linear4bit(model)
+    model.eval()
+    return model, processor
+
+
+def check_adapter(adapter: str, base_path: str) -> None:
+    """Clear errors for a missing adapter or one trained on another base model."""
+    import json
+
+    cfg_file = Path(adapter) / "adapter_config.json"
+    if not cfg_file.is_file():
+        raise UserError(f"no LoRA adapter at {adapter} (adapter_config.json missing); pass the run's output_dir")
+    trained_on = json.loads(cfg_file.read_text()).get("base_model_name_or_path")
+    if trained_on and Path(trained_on).name != Path(base_path).name and trained_on != base_path:
+        from transformers import AutoConfig
+
+        try:
+            a = AutoConfig.from_pretrained(trained_on).to_dict() if Path(trained_on).is_dir() else None
+        except OSError:
+            a = None
+        b = AutoConfig.from_pretrained(base_path).to_dict()
+        same = a is not None and all(
+            a.get(k) == b.get(k) for k in ("model_type", "text_config", "vision_config") if k in a
+        )
+        if not same:
+            raise UserError(f"adapter {adapter} was trained on {trained_on}, not on {base_path}; "
+                            "pass the base model the adapter was trained on (--model)")

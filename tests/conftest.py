@@ -1,0 +1,38 @@
+"""Shared fixtures: the tiny model (built once per session) and small prepared datasets."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if "triton" not in sys.modules:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+def run_cli(args: list[str], cwd: Path = ROOT, timeout: int = 900, env: dict | None = None):
+    """Run a project command in a subprocess (the public entry point) and return CompletedProcess."""
+    e = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=e)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """The 'test'-size tiny Qwen2-VL (built once per test session)."""
+    from qlora_grpo import tiny
+
+    return tiny.build(tmp_path_factory.mktemp("models") / "tiny-test", size="test", seed=0)
+
+
+@pytest.fixture(scope="session")
+def sample_prepared(tmp_path_factory) -> Path:
+    """The bundled OmniMedVQA-layout sample, prepared with a modality split."""
+    from medvqa_data.prepare import prepare
+
+    out = tmp_path_factory.mktemp("data") / "sample"
+    prepare("omnimedvqa", ROOT / "medvqa_data" / "sample" / "omnimedvqa", out, split="modality")
+    return out

@@ -1,0 +1,138 @@
+"""GRPO with a 4-bit (QLoRA) or 16-bit (LoRA) Qwen2-VL base on medical VQA.
+
+    python train_qlora_grpo.py --config configs/cpu_demo.yaml [--max_steps 5] [--any_config_key VALUE]
+
+Sections: config -> data -> model -> rewards -> trainer -> train -> save -> evaluate. The run dir
+(`output_dir`) ends up with the LoRA adapter, the processor, `run_config.yaml`, TensorBoard logs,
+`samples.jsonl`, complete checkpoints, and `eval/` (predictions, metrics.json, report.md).
+"""
+
+import sys
+
+from qlora_grpo import cpu_compat
+
+# Before anything imports triton/trl: CPU Triton interpreter switch; unsloth must precede trl.
+cpu_compat.setup_env()
+cpu_compat.preimport_backend(sys.argv[1:])
+
+import torch  # noqa: E402
+
+from medvqa_data.errors import DataError  # noqa: E402
+from qlora_grpo.errors import UserError  # noqa: E402
+
+
+def main(argv=None) -> int:
+    from trl import GRPOTrainer
+
+    from medvqa_data.dataset import to_trl
+    from medvqa_data.schema import load_prepared
+    from qlora_grpo import callbacks, hardware, rewards, rundir
+    from qlora_grpo.config import MedGRPOConfig, parse_config, to_yaml
+    from qlora_grpo.model import load_for_training, resolve_model_path, vision_special_token_ids
+
+    ################
+    # Config
+    ################
+    cfg = parse_config(argv, MedGRPOConfig)
+    resolve_model_path(cfg.model_name_or_path)  # fail before touching the run dir
+    train_rows = load_prepared(cfg.data_path, cfg.train_split)
+    lock = rundir.RunLock(cfg.output_dir).acquire()  # a second run on this dir stops here
+    resume_from = rundir.resolve_resume(cfg.output_dir, cfg.resume, cfg.overwrite_output_dir)
+    hardware.print_startup(cfg, resume_from)
+
+    ################
+    # Data
+    ################
+    if cfg.max_train_samples:
+        train_rows = train_rows.select(range(min(cfg.max_train_samples, len(train_rows))))
+    train_dataset = to_trl(train_rows, cfg.template, cfg.prompt_mode, "train", cfg.min_pixels, cfg.max_pixels,
+                           diversity=cfg.diversity_prompting, seed=cfg.seed)
+
+    ################
+    # Model
+    ################
+    model, processor, backend = load_for_training(cfg)
+    # Never generate vision placeholders as text (the next forward would fail).
+    cfg.generation_kwargs = {**(cfg.generation_kwargs or {}), "suppress_tokens": vision_special_token_ids(processor)}
+
+    ################
+    # Rewards
+    ################
+    weights = cfg.reward_weights or [1.0] * len(cfg.reward_funcs)
+    if len(weights) != len(cfg.reward_funcs):
+        raise UserError(f"reward_weights has {len(weights)} values for {len(cfg.reward_funcs)} reward_funcs")
+    reward_funcs, cfg.reward_weights = rewards.build_reward_funcs(
+        dict(zip(cfg.reward_funcs, weights)), cfg.template, cfg.prompt_mode,
+        options={"open_metric": cfg.open_metric, "max_completion_length": cfg.max_completion_length},
+    )
+    recorder = callbacks.SampleRecorder()
+    reward_funcs = [recorder.wrap(f) for f in reward_funcs]
+
+    ################
+    # Trainer
+    ################
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=reward_funcs,
+        args=cfg,
+        train_dataset=train_dataset,
+        processing_class=processor,
+        callbacks=[callbacks.CheckpointMarker(), callbacks.SampleLogger(recorder, cfg.sample_log_steps, cfg.output_dir),
+                   callbacks.NonFiniteGuard()],
+    )
+    if not torch.cuda.is_available():
+        # TRL casts QLoRA adapters to bf16; on CPU we compute in fp32 (before the optimizer exists).
+        for p in trainer.model.parameters():
+            if p.requires_grad and p.dtype != torch.float32:
+                p.data = p.data.float()
+
+    ################
+    # Train
+    ################
+    if trainer.accelerator.is_main_process:
+        cfg_path = cfg.output_dir.rstrip("/") + "/run_config.yaml"
+        with open(cfg_path, "w") as f:
+            f.write(f"# resolved config; backend: {backend}\n{to_yaml(cfg)}")
+    try:
+        trainer.train(resume_from_checkpoint=resume_from)
+    except torch.cuda.OutOfMemoryError as e:
+        raise UserError(hardware.oom_message(cfg)) from e
+
+    ################
+    # Save
+    ################
+    trainer.save_model(cfg.output_dir)
+    if trainer.accelerator.is_main_process:
+        processor.save_pretrained(cfg.output_dir)
+        print(f"adapter saved to {cfg.output_dir}")
+
+    ################
+    # Evaluate
+    ################
+    if cfg.evaluate_after_training and cfg.eval_split and trainer.accelerator.is_main_process:
+        from eval.evaluate import evaluate
+
+        try:
+            eval_rows = load_prepared(cfg.data_path, cfg.eval_split)
+        except DataError as e:
+            print(f"skipping evaluation: {e}")
+        else:
+            model = trainer.model.eval()
+            metrics = evaluate(model, processor, eval_rows, cfg.template, f"{cfg.output_dir}/eval",
+                               mode=cfg.prompt_mode, batch_size=cfg.eval_batch_size,
+                               max_new_tokens=cfg.eval_max_new_tokens, limit=cfg.eval_max_samples,
+                               min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels,
+                               title=f"GRPO adapter {cfg.output_dir} on {cfg.eval_split}")
+            o = metrics["overall"]
+            print(f"eval accuracy {100 * o['accuracy']:.1f}% (n={o['n']}); metrics: {cfg.output_dir}/eval/metrics.json, "
+                  f"report: {cfg.output_dir}/eval/report.md")
+    lock.release()
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (UserError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,114 @@
+"""SFT baseline (and GRPO warm start) with the same data, templates and QLoRA/LoRA settings as GRPO.
+
+    python train_sft.py --config configs/cpu_demo_sft.yaml [--max_steps 100] [--any_config_key VALUE]
+
+TRL's SFTTrainer on prompt-completion rows: the loss covers the completion only (prompt tokens are
+masked; Med-R1's SFT baseline trained on them too). `sft_target: answer` supervises the answer tag
+(with a content-free think block for think templates); `reasoning` adds a one-sentence rationale.
+Prompts are never truncated (max_length: null): cutting a multimodal prompt drops image tokens.
+"""
+
+import sys
+
+from qlora_grpo import cpu_compat
+
+cpu_compat.setup_env()
+cpu_compat.preimport_backend(sys.argv[1:])
+
+import torch  # noqa: E402
+
+from medvqa_data.errors import DataError  # noqa: E402
+from qlora_grpo.errors import UserError  # noqa: E402
+
+
+def main(argv=None) -> int:
+    from trl import SFTTrainer
+
+    from medvqa_data.dataset import to_sft
+    from medvqa_data.schema import load_prepared
+    from qlora_grpo import callbacks, hardware, rundir
+    from qlora_grpo.config import MedSFTConfig, parse_config, to_yaml
+    from qlora_grpo.model import load_for_training, resolve_model_path
+
+    ################
+    # Config
+    ################
+    cfg = parse_config(argv, MedSFTConfig)
+    cfg.max_length = None  # never truncate multimodal prompts
+    cfg.remove_unused_columns = False
+    cfg.dataset_kwargs = {**(cfg.dataset_kwargs or {}), "skip_prepare_dataset": False}
+    resolve_model_path(cfg.model_name_or_path)
+    train_rows = load_prepared(cfg.data_path, cfg.train_split)
+    lock = rundir.RunLock(cfg.output_dir).acquire()
+    resume_from = rundir.resolve_resume(cfg.output_dir, cfg.resume, cfg.overwrite_output_dir)
+    hardware.print_startup(cfg, resume_from)
+
+    ################
+    # Data
+    ################
+    if cfg.max_train_samples:
+        train_rows = train_rows.select(range(min(cfg.max_train_samples, len(train_rows))))
+    train_dataset = to_sft(train_rows, cfg.template, cfg.prompt_mode, cfg.sft_target, cfg.min_pixels,
+                           cfg.max_pixels, diversity=cfg.diversity_prompting, seed=cfg.seed)
+
+    ################
+    # Model
+    ################
+    model, processor, backend = load_for_training(cfg)
+
+    ################
+    # Trainer
+    ################
+    trainer = SFTTrainer(model=model, args=cfg, train_dataset=train_dataset, processing_class=processor,
+                         callbacks=[callbacks.CheckpointMarker(), callbacks.NonFiniteGuard()])
+    if not torch.cuda.is_available():
+        for p in trainer.model.parameters():
+            if p.requires_grad and p.dtype != torch.float32:
+                p.data = p.data.float()
+
+    ################
+    # Train
+    ################
+    if trainer.accelerator.is_main_process:
+        with open(cfg.output_dir.rstrip("/") + "/run_config.yaml", "w") as f:
+            f.write(f"# resolved config (SFT); backend: {backend}\n{to_yaml(cfg)}")
+    try:
+        trainer.train(resume_from_checkpoint=resume_from)
+    except torch.cuda.OutOfMemoryError as e:
+        raise UserError(hardware.oom_message(cfg)) from e
+
+    ################
+    # Save
+    ################
+    trainer.save_model(cfg.output_dir)
+    if trainer.accelerator.is_main_process:
+        processor.save_pretrained(cfg.output_dir)
+        print(f"SFT adapter saved to {cfg.output_dir}")
+
+    ################
+    # Evaluate
+    ################
+    if cfg.evaluate_after_training and cfg.eval_split and trainer.accelerator.is_main_process:
+        from eval.evaluate import evaluate
+
+        try:
+            eval_rows = load_prepared(cfg.data_path, cfg.eval_split)
+        except DataError as e:
+            print(f"skipping evaluation: {e}")
+        else:
+            metrics = evaluate(trainer.model.eval(), processor, eval_rows, cfg.template, f"{cfg.output_dir}/eval",
+                               mode=cfg.prompt_mode, batch_size=cfg.eval_batch_size, max_new_tokens=cfg.eval_max_new_tokens,
+                               limit=cfg.eval_max_samples, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels,
+                               title=f"SFT adapter {cfg.output_dir} on {cfg.eval_split}")
+            o = metrics["overall"]
+            print(f"eval accuracy {100 * o['accuracy']:.1f}% (n={o['n']}); report: {cfg.output_dir}/eval/report.md")
+    lock.release()
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (UserError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
