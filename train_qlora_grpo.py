@@ -21,8 +21,17 @@ from medvqa_data.errors import DataError  # noqa: E402
 from qlora_grpo.errors import UserError  # noqa: E402
 
 
+def rewards_options(cfg) -> dict:
+    """Per-reward factory options from the config (only for the selected rewards)."""
+    opts = {"accuracy": {"open_metric": cfg.open_metric},
+            "length": {"max_len": cfg.max_completion_length, "buffer": max(1, cfg.max_completion_length // 4)}}
+    return {k: v for k, v in opts.items() if k in cfg.reward_funcs}
+
+
 def main(argv=None) -> int:
     from trl import GRPOTrainer
+
+    cpu_compat.patch_trl_cpu_kernels()
 
     from medvqa_data.dataset import to_trl
     from medvqa_data.schema import load_prepared
@@ -61,10 +70,13 @@ def main(argv=None) -> int:
     weights = cfg.reward_weights or [1.0] * len(cfg.reward_funcs)
     if len(weights) != len(cfg.reward_funcs):
         raise UserError(f"reward_weights has {len(weights)} values for {len(cfg.reward_funcs)} reward_funcs")
-    reward_funcs, cfg.reward_weights = rewards.build_reward_funcs(
-        dict(zip(cfg.reward_funcs, weights)), cfg.template, cfg.prompt_mode,
-        options={"open_metric": cfg.open_metric, "max_completion_length": cfg.max_completion_length},
-    )
+    try:
+        reward_funcs, cfg.reward_weights = rewards.build_reward_funcs(
+            dict(zip(cfg.reward_funcs, weights)), cfg.template, cfg.prompt_mode,
+            options=rewards_options(cfg),
+        )
+    except ValueError as e:
+        raise UserError(str(e)) from None
     recorder = callbacks.SampleRecorder()
     reward_funcs = [recorder.wrap(f) for f in reward_funcs]
 

@@ -24,6 +24,8 @@ from qlora_grpo.errors import UserError  # noqa: E402
 def main(argv=None) -> int:
     from trl import SFTTrainer
 
+    cpu_compat.patch_trl_cpu_kernels()
+
     from medvqa_data.dataset import to_sft
     from medvqa_data.schema import load_prepared
     from qlora_grpo import callbacks, hardware, rundir

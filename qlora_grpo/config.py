@@ -254,6 +254,21 @@ def resolve_compute_dtype(name: str) -> str:
     return name
 
 
+def _plain(v: Any) -> Any:
+    """YAML-safe copy: enums by value, containers recursively, other objects as strings."""
+    import enum
+
+    if isinstance(v, enum.Enum):
+        return v.value
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (str, int, float, bool, type(None))):
+        return v
+    return str(v)
+
+
 def to_yaml(cfg) -> str:
     """The resolved config as YAML (only our fields + the TRL fields that differ from defaults)."""
     cls = type(cfg)
@@ -268,8 +283,5 @@ def to_yaml(cfg) -> str:
         else:
             default = object()
         if f.name in ours or v != default:
-            if isinstance(v, (str, int, float, bool, list, dict, type(None))):
-                out[f.name] = v
-            else:
-                out[f.name] = str(v)
+            out[f.name] = _plain(v)
     return yaml.safe_dump(out, sort_keys=False)

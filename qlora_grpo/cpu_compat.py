@@ -6,7 +6,10 @@
 2. bitsandbytes 4-bit on CPUs with AVX512-BF16: a no-grad eval forward repacks the weights into a
    CPU layout, after which backward passes silently produce no gradient. `fix_bnb_linear4bit()`
    turns that repacking off on every `Linear4bit`.
-3. Tokenizers/OMP threads: keep them from oversubscribing small machines.
+3. TRL's fused LM head (`ChunkedLogProbFunction`) folds logits through a Triton kernel with one
+   program per token; under the Triton interpreter that dominates a CPU step. `patch_trl_cpu_kernels()`
+   swaps in the same math in plain torch (full logits, autograd backward) when no GPU is present;
+   a test checks it against TRL's kernel.
 """
 
 from __future__ import annotations
@@ -59,6 +62,47 @@ def preimport_backend(argv: list[str]) -> str | None:
             if backend == "unsloth":
                 raise
     return backend
+
+
+class TorchChunkedLogProb:
+    """Drop-in for `trl.kernels.ChunkedLogProbFunction.apply` on CPU: same outputs, plain torch."""
+
+    @staticmethod
+    def apply(hidden, weight, bias, targets, temperature, chunk_size, final_logit_softcapping=None,
+              logit_scale=1.0, outputs=("entropy", "log_sum_sq_probs", "mean_logits", "is_top1")):
+        import torch
+
+        z = hidden.float() @ weight.float().t()
+        if bias is not None:
+            z = z + bias.float()
+        z = z * logit_scale
+        if final_logit_softcapping is not None:
+            z = final_logit_softcapping * torch.tanh(z / final_logit_softcapping)
+        z = z / temperature
+        logp_all = torch.log_softmax(z, dim=-1)
+        logprobs = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        entropy = log_sum_sq = mean_logits = is_top1 = None
+        if "entropy" in outputs:
+            entropy = -(logp_all.exp() * logp_all).sum(-1)
+        if "log_sum_sq_probs" in outputs:
+            log_sum_sq = torch.logsumexp(2 * logp_all, dim=-1)
+        if "mean_logits" in outputs:
+            mean_logits = z.mean(-1)
+        if "is_top1" in outputs:
+            is_top1 = z.argmax(-1) == targets  # first maximal index, as the kernel's strict '>' before target
+        return logprobs, entropy, log_sum_sq, mean_logits, is_top1
+
+
+def patch_trl_cpu_kernels() -> bool:
+    """Use `TorchChunkedLogProb` in TRL's fused LM head when no GPU is present; returns True if patched."""
+    if has_cuda():
+        return False
+    import trl.trainer.utils as trl_utils
+
+    if getattr(trl_utils, "_ChunkedLogProbFunction", None) is not None:
+        trl_utils._ChunkedLogProbFunction = TorchChunkedLogProb
+        return True
+    return False
 
 
 def fix_bnb_linear4bit(model) -> int:

@@ -72,7 +72,8 @@ def print_startup(cfg, resume_from: str | None) -> None:
     prompt_tokens = 64 + cfg.max_pixels // 784  # instruction + question + visual tokens at max_pixels
     try:
         est = estimate_gb(cfg.model_name_or_path, cfg.quantization, 2 if dtype != "float32" else 4,
-                          cfg.num_generations or 8, prompt_tokens, cfg.max_completion_length or 256, cfg.lora_r)
+                          getattr(cfg, "num_generations", None) or 1, prompt_tokens,
+                          getattr(cfg, "max_completion_length", None) or 256, cfg.lora_r)
     except (OSError, KeyError, ValueError):
         est = None
     if est:
@@ -87,7 +88,7 @@ def print_startup(cfg, resume_from: str | None) -> None:
 
 def oom_message(cfg) -> str:
     """The knobs to lower when a run does not fit, in order of least quality loss."""
-    g = cfg.num_generations
+    g = getattr(cfg, "num_generations", None)
     return (
         "CUDA out of memory. Lower these, in order of least quality loss:\n"
         f"  1. per_device_train_batch_size (now {cfg.per_device_train_batch_size}) with gradient_accumulation_steps "

@@ -183,6 +183,12 @@ def build(out_dir: str | Path, size: str = "demo", seed: int = 0) -> Path:
     )
     torch.manual_seed(seed)
     model = Qwen2VLForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        # Realistic output sharpness: with tied embeddings of std 0.02 and a unit final-norm gain the
+        # largest reachable logit is ~0.02 * hidden (2.6 at 128), so no token can ever get much more
+        # than 1% probability and sampled rollouts are noise. Pretrained checkpoints have large final
+        # norm gains; set it so logits can reach ~20 (the final norm and embeddings stay frozen under LoRA).
+        model.model.language_model.norm.weight.fill_(20.0 / (0.02 * s["hidden"]))
     model.generation_config.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     model.save_pretrained(out, safe_serialization=True)

@@ -1,0 +1,70 @@
+"""Seeded stratified and grouped splits, and generalization manifests."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from medvqa_data.errors import DataError
+from medvqa_data.prepare import prepare
+from medvqa_data.schema import load_prepared
+from medvqa_data.splits import load_manifest, read_manifest, split_by
+from tests.medvqa_data.test_sources import CANONICAL, QTYPES, build_omnimedvqa
+
+
+def make_rows(sizes: dict[str, int]) -> list[dict]:
+    return [{"modality": value} for value, n in sizes.items() for _ in range(n)]
+
+
+def test_stratified_about_80_20_per_value():
+    rows = make_rows({"CT": 100, "MRI": 51, "OCT": 7, "US": 2, "Fundus": 1})
+    train, test = split_by(rows, "modality", 0.2, seed=42)
+    per_value = Counter(rows[i]["modality"] for i in test)
+    assert per_value == {"CT": 20, "MRI": 10, "OCT": 1, "US": 1}
+    assert sorted(train + test) == list(range(len(rows)))
+
+
+def test_same_seed_same_split_other_seed_other_split():
+    rows = make_rows({"CT": 50, "MRI": 50})
+    assert split_by(rows, "modality", 0.2, 1) == split_by(rows, "modality", 0.2, 1)
+    assert split_by(rows, "modality", 0.2, 1) != split_by(rows, "modality", 0.2, 2)
+
+
+def test_strata_are_independent():
+    """Adding rows of one modality does not move rows of another."""
+    small = make_rows({"CT": 30, "MRI": 30})
+    big = make_rows({"CT": 30, "MRI": 30, "OCT": 40})
+    assert split_by(small, "modality", 0.2, 5)[1] == [i for i in split_by(big, "modality", 0.2, 5)[1] if i < 60]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(0, 9), min_size=1, max_size=80), st.integers(0, 1000))
+def test_groups_never_straddle(group_ids, seed):
+    rows = [{"modality": "CT" if g % 2 else "MRI"} for g in group_ids]
+    train, test = split_by(rows, "modality", 0.3, seed, groups=[f"g{g}" for g in group_ids])
+    train_groups = {group_ids[i] for i in train}
+    assert not train_groups & {group_ids[i] for i in test}
+    assert sorted(train + test) == list(range(len(rows)))
+
+
+def test_bad_fraction():
+    with pytest.raises(ValueError):
+        split_by([{"modality": "CT"}], "modality", 1.0, 0)
+
+
+def test_manifests_train_on_one_test_on_all(tmp_path):
+    out = tmp_path / "out"
+    prepare("omnimedvqa", build_omnimedvqa(tmp_path), out, no_check_images=True)
+    manifest = read_manifest(out, "modality")
+    assert set(manifest["values"]) == set(CANONICAL)
+    ct_train = load_manifest(out, "modality", "CT", "train")
+    assert set(ct_train["modality"]) == {"CT"} and len(ct_train) == 9  # 11 CT rows (the corrupt one kept), 2 to test
+    total_test = sum(len(load_manifest(out, "modality", value, "test")) for value in CANONICAL)
+    assert total_test == len(load_prepared(out, "test"))
+    by_type = load_manifest(out, "question_type", QTYPES[0], "test")
+    assert set(by_type["question_type"]) == {QTYPES[0]}
+    with pytest.raises(DataError, match="values: "):
+        load_manifest(out, "modality", "PET", "train")

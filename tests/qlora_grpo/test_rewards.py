@@ -1,0 +1,363 @@
+"""Hand-written cases for qlora_grpo.rewards: registry, TRL signature, each reward, the
+safety wrapper and the command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+from qlora_grpo import rewards as rw
+from qlora_grpo.rewards import (
+    REWARD_ERRORS,
+    REWARDS,
+    build_reward_funcs,
+    make_accuracy_reward,
+    make_format_reward,
+    make_length_reward,
+    make_reasoning_reward,
+    reasoning_subscores,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+OPTS = ["CT", "MRI", "X-ray", "Ultrasound"]
+Q = "Which imaging modality is shown? A)CT, B)MRI, C)X-ray, D)Ultrasound"
+GOOD_R = (
+    "The image is an axial slice with bright cerebrospinal fluid and high soft tissue contrast, "
+    "which is typical of a T2 weighted sequence. Bone cortex is dark. Therefore the answer is B."
+)
+
+
+def cols(n: int, *, closed: bool = True, **over) -> dict:
+    base = {
+        "answer": ["MRI"] * n if closed else ["left lung"] * n,
+        "options": [OPTS] * n if closed else [[]] * n,
+        "answer_letter": ["B"] * n if closed else [""] * n,
+        "answer_type": ["closed"] * n if closed else ["open"] * n,
+        "question": [Q] * n,
+    }
+    base.update(over)
+    return base
+
+
+def trl_extras(n: int) -> dict:
+    """What GRPOTrainer passes besides the dataset columns."""
+    return {
+        "prompts": [[{"role": "user", "content": "q"}]] * n,
+        "completion_ids": [[1] * 10] * n,
+        "trainer_state": object(),
+        "log_extra": lambda column, values: None,
+        "log_metric": lambda name, value: None,
+    }
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+def test_registry_names_and_function_names() -> None:
+    assert set(REWARDS) == {"format", "accuracy", "reasoning", "length"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, factory in REWARDS.items():
+            for template in ("think", "think-after", "no-think"):
+                for mode in ("default", "paper"):
+                    assert factory(template, mode).__name__ == name
+
+
+def test_build_reward_funcs_order_and_weights() -> None:
+    funcs, weights = build_reward_funcs({"accuracy": 2.0, "format": 0.5, "length": 1}, "think")
+    assert [f.__name__ for f in funcs] == ["accuracy", "format", "length"]
+    assert weights == [2.0, 0.5, 1.0]
+
+
+def test_build_reward_funcs_errors() -> None:
+    with pytest.raises(ValueError, match="format, accuracy, reasoning, length"):
+        build_reward_funcs({"acuracy": 1.0}, "think")
+    with pytest.raises(ValueError, match="valid names"):
+        build_reward_funcs({"format": 1.0}, "think", options={"nope": {}})
+    with pytest.raises(ValueError, match="bad options"):
+        build_reward_funcs({"length": 1.0}, "think", options={"length": {"max_length": 10}})
+    with pytest.raises(ValueError):
+        build_reward_funcs({}, "think")
+    with pytest.raises(ValueError):
+        build_reward_funcs({"format": "heavy"}, "think")
+    with pytest.raises(ValueError, match="template"):
+        build_reward_funcs({"format": 1.0}, "cot")
+    with pytest.raises(ValueError, match="mode"):
+        build_reward_funcs({"format": 1.0}, "think", mode="strict")
+
+
+def test_options_are_forwarded() -> None:
+    funcs, _ = build_reward_funcs(
+        {"accuracy": 1.0}, "no-think", options={"accuracy": {"open_metric": "exact"}}
+    )
+    out = funcs[0](["<answer>left upper lung</answer>"], **cols(1, closed=False))
+    assert out == [0.0]
+
+
+# ----------------------------------------------------------------------------- format / accuracy
+
+
+def test_format_reward_templates_and_modes() -> None:
+    texts = [
+        "<think>r</think><answer>B</answer>",
+        " <think>r</think>\n<answer>B</answer>\n",
+        "<answer>B</answer>",
+        "<answer>B</answer><think>r</think>",
+        [{"role": "assistant", "content": "<think>r</think><answer>B</answer>"}],
+    ]
+    assert make_format_reward("think")(texts) == [1.0, 1.0, 0.0, 0.0, 1.0]
+    assert make_format_reward("think", "paper")(texts) == [1.0, 0.0, 0.0, 0.0, 1.0]
+    assert make_format_reward("no-think")(texts) == [0.0, 0.0, 1.0, 0.0, 0.0]
+    assert make_format_reward("think-after")(texts) == [0.0, 0.0, 0.0, 1.0, 0.0]
+
+
+def test_accuracy_reward_closed_and_open() -> None:
+    acc = make_accuracy_reward("no-think")
+    closed = ["<answer>B</answer>", "<answer>(b)</answer>", "<answer>A or B</answer>", "<answer>MRI</answer>"]
+    assert acc(closed, **cols(4), **trl_extras(4)) == [1.0, 1.0, 0.0, 1.0]
+    opened = ["<answer>Left lung</answer>", "<answer>left upper lung</answer>", "<answer>heart</answer>"]
+    out = acc(opened, **cols(3, closed=False))
+    assert out == pytest.approx([1.0, 0.8, 0.0])
+
+
+def test_accuracy_reward_paper_mode() -> None:
+    acc = make_accuracy_reward("think", "paper")
+    comps = ["<think>r</think><answer> B </answer>", "<think>r</think><answer>(B)</answer>", "B"]
+    assert acc(comps, **cols(3)) == [1.0, 0.0, 1.0]
+
+
+def test_yes_no_closed_without_options_is_scored_open() -> None:
+    acc = make_accuracy_reward("no-think")
+    kw = {
+        "answer": ["yes", "no"],
+        "options": [[], []],
+        "answer_letter": ["", ""],
+        "answer_type": ["closed"] * 2,
+    }
+    assert acc(["<answer>Yes.</answer>", "<answer>yes</answer>"], **kw) == [1.0, 0.0]
+
+
+def test_accuracy_without_optional_columns() -> None:
+    acc = make_accuracy_reward("no-think")
+    assert acc(["<answer>left lung</answer>"], answer=["left lung"]) == [1.0]
+
+
+# ----------------------------------------------------------------------------- reasoning
+
+
+def test_reasoning_good_is_high() -> None:
+    sub = reasoning_subscores(f"<think>{GOOD_R}</think><answer>B</answer>", Q, OPTS, "B", "think")
+    assert sub["present"] == 1.0 and sub["consistency"] == 1.0 and sub["length"] == 1.0
+    assert sub["total"] > 0.9
+
+
+def test_reasoning_missing_or_empty_is_zero() -> None:
+    for text in ("<answer>B</answer>", "<think>  </think><answer>B</answer>", "", "<think>x"):
+        assert reasoning_subscores(text, Q, OPTS, "B", "think")["total"] == 0.0
+
+
+def test_reasoning_contradiction() -> None:
+    sub = reasoning_subscores(f"<think>{GOOD_R}</think><answer>A</answer>", Q, OPTS, "A", "think")
+    assert sub["consistency"] == 0.0 and sub["total"] == 0.0
+    # conclusion by option text, and only the *last* conclusion counts
+    text = (
+        "<think>At first the answer is A. On reflection, the correct option is MRI.</think><answer>B</answer>"
+    )
+    assert reasoning_subscores(text, Q, OPTS, "B", "think")["consistency"] == 1.0
+    text = "<think>The answer is MRI. No wait, I choose C.</think><answer>B</answer>"
+    assert reasoning_subscores(text, Q, OPTS, "B", "think")["consistency"] == 0.0
+    # discussing another option is not a contradiction
+    text = "<think>Option A is unlikely since there is no bone detail.</think><answer>B</answer>"
+    assert reasoning_subscores(text, Q, OPTS, "B", "think")["consistency"] == 1.0
+    # think-after: the reasoning comes after the answer, same check
+    text = f"<answer>C</answer><think>{GOOD_R}</think>"
+    assert reasoning_subscores(text, Q, OPTS, "C", "think-after")["consistency"] == 0.0
+    # softened penalty
+    soft = reasoning_subscores(
+        f"<think>{GOOD_R}</think><answer>A</answer>", Q, OPTS, "A", "think", contradiction_penalty=0.5
+    )
+    assert soft["consistency"] == 0.5
+
+
+def test_reasoning_repetition_and_copy() -> None:
+    loop = "<think>" + "the lesion is bright " * 30 + "</think><answer>B</answer>"
+    assert reasoning_subscores(loop, Q, OPTS, "B", "think")["repetition"] < 0.1
+    copy = f"<think>{Q} {Q}</think><answer>B</answer>"
+    assert reasoning_subscores(copy, Q, OPTS, "B", "think")["copy"] < 0.2
+    assert reasoning_subscores(copy, None, OPTS, "B", "think")["copy"] == 1.0
+
+
+def test_reasoning_length_band() -> None:
+    short = reasoning_subscores("<think>bright fluid</think><answer>B</answer>", None, OPTS, "B", "think")
+    assert short["length"] == pytest.approx(2 / 15)
+    words = " ".join(f"w{i}" for i in range(225))
+    long = reasoning_subscores(f"<think>{words}</think><answer>B</answer>", None, OPTS, "B", "think")
+    assert long["length"] == pytest.approx(0.5)
+    huge = reasoning_subscores(f"<think>{'x ' * 60_000}</think><answer>B</answer>", None, OPTS, "B", "think")
+    assert huge["length"] == 0.0
+
+
+def test_reasoning_reward_logs_subscores_and_bounds() -> None:
+    logged: dict[str, float] = {}
+    fn = make_reasoning_reward("think")
+    comps = [f"<think>{GOOD_R}</think><answer>B</answer>", "<answer>B</answer>"]
+    out = fn(comps, **cols(2), log_metric=lambda k, v: logged.__setitem__(k, v))
+    assert out[0] > 0.9 and out[1] == 0.0
+    assert logged["reasoning/present"] == 0.5
+    assert {"reasoning/length", "reasoning/repetition", "reasoning/copy", "reasoning/consistency"} <= set(
+        logged
+    )
+    assert logged["reward_errors/reasoning"] == 0.0
+
+
+def test_reasoning_reward_no_think_warns() -> None:
+    with pytest.warns(UserWarning, match="always 0"):
+        fn = make_reasoning_reward("no-think")
+    assert fn(["<answer>B</answer>"], **cols(1)) == [0.0]
+    with pytest.raises(ValueError):
+        make_reasoning_reward("think", min_words=50, max_words=10)
+
+
+# ----------------------------------------------------------------------------- length
+
+
+def test_length_reward_tokens_and_words() -> None:
+    fn = make_length_reward("think", max_len=100, buffer=20)
+    ids = [[0] * n for n in (10, 80, 90, 100, 150)]
+    assert fn(["x"] * 5, completion_ids=ids) == [0.0, 0.0, -0.5, -1.0, -1.0]
+    texts = [" ".join(["w"] * n) for n in (80, 95, 1000)]
+    assert fn(texts) == [0.0, -0.75, -1.0]
+    with pytest.raises(ValueError):
+        make_length_reward("think", max_len=10, buffer=0)
+
+
+# ----------------------------------------------------------------------------- safety
+
+
+def test_safety_wrapper_scores_zero_counts_and_warns_once() -> None:
+    before = REWARD_ERRORS["accuracy"]
+    rw._WARNED.discard(("accuracy", "TypeError"))
+    acc = make_accuracy_reward("no-think")
+    with pytest.warns(RuntimeWarning, match="accuracy"):
+        out = acc([42, "<answer>B</answer>", 43], **cols(3))
+    assert out == [0.0, 1.0, 0.0]
+    assert REWARD_ERRORS["accuracy"] == before + 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a second error of the same kind does not warn again
+        assert acc([44], **cols(1)) == [0.0]
+    assert REWARD_ERRORS["accuracy"] == before + 3
+
+
+def test_missing_column_does_not_crash() -> None:
+    before = REWARD_ERRORS["accuracy"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = make_accuracy_reward("no-think")(["<answer>x</answer>"])  # no "answer" column
+    assert out == [0.0]
+    assert REWARD_ERRORS["accuracy"] == before + 1
+
+
+def test_all_rewards_survive_strange_completions() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        funcs, _ = build_reward_funcs({"format": 1, "accuracy": 1, "reasoning": 1, "length": 1}, "think")
+    strange = [
+        "",
+        "\x00\ud800",
+        "<think>" * 1000,
+        {"content": None},
+        [{"role": "assistant", "content": []}],
+        None,
+    ]
+    for f in funcs:
+        out = f(strange, **cols(len(strange)), **trl_extras(len(strange)))
+        assert len(out) == len(strange) and all(isinstance(v, float) for v in out)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def run_cli(tmp_path: Path, lines: list, *args: str) -> subprocess.CompletedProcess:
+    path = tmp_path / "in.jsonl"
+    path.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n")
+    return subprocess.run(
+        [sys.executable, "-m", "qlora_grpo.rewards", "--input", str(path), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+
+
+def test_cli_scores_lines(tmp_path: Path) -> None:
+    lines = [
+        {"completion": "<think>r</think><answer>B</answer>", "answer": "B", "options": OPTS},
+        {"completion": "<think>r</think><answer>b</answer>", "answer": "MRI", "options": OPTS},
+        {"completion": "<answer>A</answer>", "answer": "mri", "options": OPTS, "answer_type": "closed"},
+        {
+            "completion": "<think>r</think><answer>Left lung</answer>",
+            "answer": "left lung",
+            "answer_type": "open",
+        },
+        {
+            "completion": [{"role": "assistant", "content": "<think>r</think><answer>B</answer>"}],
+            "answer": "B",
+            "options": OPTS,
+        },
+    ]
+    res = run_cli(tmp_path, lines, "--template", "think", "--rewards", "format,accuracy,reasoning,length")
+    assert res.returncode == 0, res.stderr
+    rows = [json.loads(x) for x in res.stdout.splitlines()]
+    assert [r["accuracy"] for r in rows] == [1.0, 1.0, 0.0, 1.0, 1.0]
+    assert [r["format"] for r in rows] == [1.0, 1.0, 0.0, 1.0, 1.0]
+    assert set(rows[0]) == {"format", "accuracy", "reasoning", "length"}
+
+
+def test_cli_paper_mode(tmp_path: Path) -> None:
+    lines = [{"completion": "<think>r</think><answer>b</answer>", "answer": "B", "options": OPTS}]
+    res = run_cli(tmp_path, lines, "--template", "think", "--mode", "paper")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == {"format": 1.0, "accuracy": 0.0}
+
+
+def test_cli_malformed_lines(tmp_path: Path) -> None:
+    lines = [
+        {"completion": "<answer>B</answer>", "answer": "B", "options": OPTS},
+        "{not json",
+        {"answer": "B"},
+        {"completion": "<answer>B</answer>", "answer": "PET", "options": OPTS},
+        "",
+        {"completion": "<answer>A</answer>", "answer": "A", "options": OPTS},
+    ]
+    res = run_cli(tmp_path, lines, "--template", "no-think")
+    assert res.returncode == 1
+    assert "line 2" in res.stderr and "line 3" in res.stderr and "line 4" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert [json.loads(x)["accuracy"] for x in res.stdout.splitlines()] == [1.0, 1.0]
+
+
+def test_cli_missing_file_and_bad_reward(tmp_path: Path) -> None:
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qlora_grpo.rewards",
+            "--template",
+            "think",
+            "--input",
+            str(tmp_path / "nope.jsonl"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert res.returncode == 2
+    assert res.stderr.startswith("error:") and len(res.stderr.strip().splitlines()) == 1
+    res = run_cli(tmp_path, [], "--template", "think", "--rewards", "format,style")
+    assert res.returncode == 2 and "valid names" in res.stderr
