@@ -33,7 +33,7 @@ def main(argv=None) -> int:
 
     cpu_compat.patch_trl_cpu_kernels()
 
-    from medvqa_data.dataset import to_trl
+    from medvqa_data.dataset import select_training_rows, to_trl
     from medvqa_data.schema import load_prepared
     from qlora_grpo import callbacks, hardware, rewards, rundir
     from qlora_grpo.config import MedGRPOConfig, parse_config, to_yaml
@@ -44,7 +44,8 @@ def main(argv=None) -> int:
     ################
     cfg = parse_config(argv, MedGRPOConfig)
     resolve_model_path(cfg.model_name_or_path)  # fail before touching the run dir
-    train_rows = load_prepared(cfg.data_path, cfg.train_split)
+    train_rows = select_training_rows(cfg.data_path, cfg.train_split, cfg.train_subset, cfg.exclude_modalities,
+                                      cfg.max_train_samples)
     lock = rundir.RunLock(cfg.output_dir).acquire()  # a second run on this dir stops here
     resume_from = rundir.resolve_resume(cfg.output_dir, cfg.resume, cfg.overwrite_output_dir)
     hardware.print_startup(cfg, resume_from)
@@ -52,8 +53,6 @@ def main(argv=None) -> int:
     ################
     # Data
     ################
-    if cfg.max_train_samples:
-        train_rows = train_rows.select(range(min(cfg.max_train_samples, len(train_rows))))
     train_dataset = to_trl(train_rows, cfg.template, cfg.prompt_mode, "train", cfg.min_pixels, cfg.max_pixels,
                            diversity=cfg.diversity_prompting, seed=cfg.seed)
 

@@ -26,7 +26,7 @@ def main(argv=None) -> int:
 
     cpu_compat.patch_trl_cpu_kernels()
 
-    from medvqa_data.dataset import to_sft
+    from medvqa_data.dataset import select_training_rows, to_sft
     from medvqa_data.schema import load_prepared
     from qlora_grpo import callbacks, hardware, rundir
     from qlora_grpo.config import MedSFTConfig, parse_config, to_yaml
@@ -40,7 +40,8 @@ def main(argv=None) -> int:
     cfg.remove_unused_columns = False
     cfg.dataset_kwargs = {**(cfg.dataset_kwargs or {}), "skip_prepare_dataset": False}
     resolve_model_path(cfg.model_name_or_path)
-    train_rows = load_prepared(cfg.data_path, cfg.train_split)
+    train_rows = select_training_rows(cfg.data_path, cfg.train_split, cfg.train_subset, cfg.exclude_modalities,
+                                      cfg.max_train_samples)
     lock = rundir.RunLock(cfg.output_dir).acquire()
     resume_from = rundir.resolve_resume(cfg.output_dir, cfg.resume, cfg.overwrite_output_dir)
     hardware.print_startup(cfg, resume_from)
@@ -48,8 +49,6 @@ def main(argv=None) -> int:
     ################
     # Data
     ################
-    if cfg.max_train_samples:
-        train_rows = train_rows.select(range(min(cfg.max_train_samples, len(train_rows))))
     train_dataset = to_sft(train_rows, cfg.template, cfg.prompt_mode, cfg.sft_target, cfg.min_pixels,
                            cfg.max_pixels, diversity=cfg.diversity_prompting, seed=cfg.seed)
 

@@ -15,6 +15,32 @@ ANSWER_COLUMNS = ["id", "answer", "options", "answer_letter", "answer_type", "qu
                   "question_type", "dataset"]
 
 
+def select_training_rows(data_path: str, split: str, subset: str | None = None,
+                         exclude_modalities: list[str] | tuple = (), max_rows: int | None = None):
+    """The training rows of a prepared dataset: one manifest cell (`AXIS=VALUE`), minus excluded
+    modalities, capped at `max_rows`. Errors name what is wrong (DataError)."""
+    from medvqa_data.errors import DataError
+    from medvqa_data.schema import load_prepared
+    from medvqa_data.splits import load_manifest
+
+    if subset:
+        axis, sep, value = subset.partition("=")
+        if not sep or not value:
+            raise DataError(f"train_subset must look like AXIS=VALUE (e.g. modality=CT), got {subset!r}")
+        ds = load_manifest(data_path, axis.strip(), value.strip().strip("'\""), split)
+    else:
+        ds = load_prepared(data_path, split)
+    if exclude_modalities:
+        excluded = set(exclude_modalities)
+        ds = ds.filter(lambda m: m not in excluded, input_columns="modality")
+    if max_rows:
+        ds = ds.select(range(min(max_rows, len(ds))))
+    if len(ds) == 0:
+        raise DataError(f"no training rows left in {data_path} ({split}) after subset={subset!r}, "
+                        f"exclude_modalities={list(exclude_modalities)}")
+    return ds
+
+
 def prompt_text(row: dict, template: str, mode: str = "default", phase: str = "train",
                 diversity: bool = False, seed: int = 0, index: int = 0) -> str:
     style = templates.diversity_style(seed, index) if diversity else None

@@ -78,6 +78,15 @@ class MedVQAArguments:
     train_split: str = field(default="train", metadata={"help": "Split of data_path used for training."})
     eval_split: str = field(default="test", metadata={"help": "Split evaluated after training."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
+    train_subset: str | None = field(
+        default=None,
+        metadata={"help": "AXIS=VALUE: train on one manifest cell of data_path, e.g. modality=CT or "
+                  "question_type='Disease Diagnosis' (Med-R1 generalization runs)."},
+    )
+    exclude_modalities: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Modalities removed from the training rows (held out to test generalization)."},
+    )
     min_pixels: int = field(default=3136, metadata={"help": "Images are upscaled to at least this many pixels."})
     max_pixels: int = field(
         default=401408,
