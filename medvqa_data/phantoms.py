@@ -438,7 +438,13 @@ class _Blocks:
         return self.block.pop()
 
 
-def _plan(n: int, seed: int, datasets: Sequence[str]) -> list[dict]:
+def _canonical(options: list[str], pool: Sequence[str]) -> list[str]:
+    """The same options, listed in the pool's fixed order (upper left, upper right, ...; 1, 2, 3)."""
+    order = {v: i for i, v in enumerate(pool)}
+    return sorted(options, key=lambda o: order[o])
+
+
+def _plan(n: int, seed: int, datasets: Sequence[str], option_order: str = "shuffled") -> list[dict]:
     rng = np.random.default_rng(seed)
     combos = _Blocks([(d, k) for d in datasets for k in KINDS], rng)
     answers = {
@@ -469,6 +475,8 @@ def _plan(n: int, seed: int, datasets: Sequence[str]) -> list[dict]:
             k, pool = 2, SIDES
             side = [q for q in QUADRANTS if q.endswith(answer)]
             quads = side if rng.random() < 0.5 else [side[int(rng.integers(0, 2))]]
+        if option_order == "canonical":  # fixed option lists: as many options as the pool has (max 4)
+            k = min(4, len(pool))
         question = QUESTION_TEMPLATES[kind][int(rng.integers(0, len(QUESTION_TEMPLATES[kind])))]
         plan.append(
             {
@@ -477,7 +485,8 @@ def _plan(n: int, seed: int, datasets: Sequence[str]) -> list[dict]:
                 "kind": kind,
                 "question": question,
                 "answer": answer,
-                "options": options.make(answer, pool, k),
+                "options": (_canonical(options.make(answer, pool, k), pool) if option_order == "canonical"
+                            else options.make(answer, pool, k)),
                 "quadrants": quads,
             }
         )
@@ -499,12 +508,19 @@ def _prepare_out(out: Path) -> None:
 
 
 def generate_phantoms(
-    out: str | os.PathLike, n: int, seed: int, size: int = 112, datasets: Sequence[str] | None = None
+    out: str | os.PathLike, n: int, seed: int, size: int = 112, datasets: Sequence[str] | None = None,
+    option_order: str = "shuffled",
 ) -> dict:
     """Generate ``n`` phantom images with one question each under ``out``; return the manifest.
 
     ``datasets``: subset of :data:`MODALITIES` keys (default: all five).
+    ``option_order``: ``shuffled`` (2-4 options, correct letter drawn independently of the answer,
+    as in OmniMedVQA) or ``canonical`` (fixed option lists in a fixed order: the four quadrants,
+    1/2/3, left/right, four of the five modalities). Canonical keeps letters balanced (answers are
+    uniform) and spares a tiny model the text lookup option -> letter: the CPU demo uses it.
     """
+    if option_order not in ("shuffled", "canonical"):
+        raise ValueError(f"option_order must be shuffled or canonical, got {option_order!r}")
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     if size < 32:
@@ -515,7 +531,7 @@ def generate_phantoms(
         raise ValueError(f"unknown phantom datasets {unknown}; choose from {list(MODALITIES)}")
     out = Path(out)
     _prepare_out(out)
-    plan = _plan(n, seed, datasets)
+    plan = _plan(n, seed, datasets, option_order)
     records: dict[str, list[dict]] = {d: [] for d in datasets}
     for d in datasets:
         (out / "Images" / d).mkdir(parents=True, exist_ok=True)
@@ -539,6 +555,7 @@ def generate_phantoms(
     for dataset, recs in records.items():
         write_json(out / "QA_information" / "Open-access" / f"{dataset}.json", recs)
     manifest = _summary(plan, records, n=n, seed=seed, size=size)
+    manifest["option_order"] = option_order
     (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
 
@@ -593,10 +610,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--size", type=int, default=112, help="image side in px (112 = 4x4 Qwen2-VL merged tokens)"
     )
     parser.add_argument("--datasets", default=None, help=f"comma-separated subset of {','.join(MODALITIES)}")
+    parser.add_argument("--option-order", default="shuffled", choices=("shuffled", "canonical"),
+                        help="canonical: options in a fixed order (the CPU demo); shuffled: OmniMedVQA-like")
     args = parser.parse_args(argv)
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()] if args.datasets else None
     try:
-        m = generate_phantoms(args.out, args.n, args.seed, args.size, datasets)
+        m = generate_phantoms(args.out, args.n, args.seed, args.size, datasets, args.option_order)
     except (ValueError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,186 @@
+"""Single-image inference: Python API on PNG / DICOM / NIfTI / PIL inputs, the CLI's --json output,
+and one-line errors for bad inputs (unreadable image, wrong base model, missing dirs, bad options)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from qlora_grpo import infer
+from qlora_grpo.errors import UserError
+from tests.conftest import run_cli
+
+OPTIONS = ["CT", "MRI", "X-Ray", "Ultrasound"]
+
+
+def make_adapter(base: Path, out: Path, seed: int = 0, quantization: str = "none", **run_cfg) -> Path:
+    """A non-trivial LoRA adapter run dir on `base`: PEFT LoRA with random lora_B (a fresh adapter
+    is a no-op), the processor and a run_config.yaml, as train_qlora_grpo.py leaves them."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoProcessor, Qwen2VLForConditionalGeneration
+
+    torch.manual_seed(seed)
+    model = Qwen2VLForConditionalGeneration.from_pretrained(str(base))
+    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=r".*\.language_model\.layers\.\d+\.(self_attn|mlp)\."
+                     r"(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)", task_type="CAUSAL_LM")
+    model = get_peft_model(model, cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.5)
+    model.save_pretrained(str(out))
+    AutoProcessor.from_pretrained(str(base), min_pixels=3136, max_pixels=12544).save_pretrained(str(out))
+    config = {"model_name_or_path": str(base), "backend": "hf", "quantization": quantization,
+              "compute_dtype": "auto", "lora_r": 4, "lora_alpha": 8, "template": "think", "prompt_mode": "default",
+              "min_pixels": 3136, "max_pixels": 12544, "data_path": "runs/data/sample", "reward_weights": [1.0, 1.0],
+              "num_generations": 4, "max_steps": 2, **run_cfg}
+    (out / "run_config.yaml").write_text("# resolved config; backend: hf\n" + yaml.safe_dump(config, sort_keys=False))
+    return out
+
+
+@pytest.fixture(scope="module")
+def adapter_run(tiny_model, tmp_path_factory) -> Path:
+    return make_adapter(tiny_model, tmp_path_factory.mktemp("runs") / "grpo_run")
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_model, adapter_run):
+    return infer.load(str(tiny_model), str(adapter_run), max_new_tokens=12)
+
+
+@pytest.fixture(scope="module")
+def png(tmp_path_factory) -> Path:
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("img") / "scan.png"
+    Image.fromarray(rng.integers(0, 255, (90, 120), dtype=np.uint8), mode="L").save(path)
+    return path
+
+
+def _ct_small() -> str:
+    from pydicom.data import get_testdata_file
+
+    return get_testdata_file("CT_small.dcm", download=False)
+
+
+def test_api_png_defaults_from_run_config(predictor, png):
+    assert predictor.template == "think"  # from run_config.yaml
+    assert predictor.info["quantization"] == "none" and (predictor.min_pixels, predictor.max_pixels) == (3136, 12544)
+    r = predictor.ask(png, "Which modality is shown?", OPTIONS)
+    assert tuple(r) == infer.RESULT_KEYS
+    assert isinstance(r["completion"], str) and r["completion"]
+    assert r["letter"] in (None, "A", "B", "C", "D")
+    assert r["option"] == (OPTIONS[ord(r["letter"]) - 65] if r["letter"] else None)
+    # same answer for the decoded PIL image (greedy decoding is deterministic), options as "A;B" string
+    same = predictor.ask(Image.open(png), "Which modality is shown?", ";".join(OPTIONS))
+    assert same == r
+
+
+def test_api_dicom_and_nifti(predictor, tmp_path):
+    import nibabel as nib
+
+    r = predictor.ask(_ct_small(), "Which modality is shown?", OPTIONS)
+    assert tuple(r) == infer.RESULT_KEYS and isinstance(r["completion"], str)
+    # a DICOM without the .dcm suffix is recognized by its preamble
+    nosuffix = tmp_path / "IM0001"
+    shutil.copy(_ct_small(), nosuffix)
+    assert predictor.ask(nosuffix, "Which modality is shown?", OPTIONS) == r
+    vol = np.random.default_rng(0).random((40, 48, 8)).astype(np.float32)
+    nii = tmp_path / "brain.nii.gz"
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), str(nii))
+    assert tuple(predictor.ask(nii, "Which organ is shown?", ["brain", "liver"])) == infer.RESULT_KEYS
+
+
+def test_open_question_without_options(predictor, png):
+    # no options: the template's open-answer prompt, no letter
+    prompt = predictor.prompt("Is there a fracture?", [])
+    assert "short word or phrase" in prompt and "single-letter" not in prompt
+    r = predictor.ask(png, "Is there a fracture?")
+    assert r["letter"] is None and r["option"] is None
+
+
+def test_prompt_is_the_eval_prompt_of_the_template(predictor):
+    from medvqa_data.templates import render_prompt
+
+    assert predictor.prompt("Which modality?", OPTIONS) == render_prompt("Which modality?", OPTIONS, "think",
+                                                                         phase="eval")
+
+
+def test_cli_json(tiny_model, adapter_run):
+    r = run_cli(["-m", "qlora_grpo.infer", "--model", str(tiny_model), "--adapter", str(adapter_run),
+                 "--image", _ct_small(), "--question", "Which modality is shown?", "--options", "CT;MRI;X-Ray",
+                 "--json", "--max-new-tokens", "8"])
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert set(out) == set(infer.RESULT_KEYS)
+    assert out["letter"] in (None, "A", "B", "C") and isinstance(out["format_ok"], bool)
+
+
+def test_cli_text_output(tiny_model, adapter_run, png, capsys):
+    rc = infer.main(["--model", str(tiny_model), "--adapter", str(adapter_run), "--image", str(png),
+                     "--question", "Which modality?", "--options", "CT;MRI", "--max-new-tokens", "6",
+                     "--template", "no-think"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    assert "Reasoning:" in out.out and "Answer:" in out.out
+    assert "trained with template 'think'" in out.err  # warns about the template mismatch
+
+
+def _error(capsys, argv) -> str:
+    rc = infer.main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert err and err[-1].startswith("error: ") and "Traceback" not in "\n".join(err)
+    return err[-1]
+
+
+@pytest.mark.parametrize("content", [None, b"", b"not an image at all"])
+def test_unreadable_image(tiny_model, adapter_run, tmp_path, capsys, content):
+    img = tmp_path / "scan.png"
+    if content is not None:
+        img.write_bytes(content)
+    msg = _error(capsys, ["--model", str(tiny_model), "--adapter", str(adapter_run), "--image", str(img),
+                          "--question", "q?", "--options", "CT;MRI"])
+    assert str(img) in msg
+
+
+def test_adapter_for_another_base_model(tiny_model, adapter_run, png, tmp_path, capsys):
+    other = tmp_path / "other-base"
+    other.mkdir()
+    cfg = json.loads((tiny_model / "config.json").read_text())
+    cfg["text_config"]["hidden_size"] = 2 * cfg["text_config"]["hidden_size"]
+    (other / "config.json").write_text(json.dumps(cfg))
+    wrong = tmp_path / "wrong"
+    shutil.copytree(adapter_run, wrong)
+    acfg = json.loads((wrong / "adapter_config.json").read_text())
+    acfg["base_model_name_or_path"] = str(other)
+    (wrong / "adapter_config.json").write_text(json.dumps(acfg))
+    msg = _error(capsys, ["--model", str(tiny_model), "--adapter", str(wrong), "--image", str(png),
+                          "--question", "q?", "--options", "CT;MRI"])
+    assert "trained on" in msg and str(other) in msg
+
+
+def test_missing_dirs_and_bad_options(tiny_model, adapter_run, png, tmp_path, capsys):
+    base = ["--image", str(png), "--question", "q?"]
+    assert "model directory not found" in _error(capsys, ["--model", str(tmp_path / "nope"), *base])
+    assert "adapter directory not found" in _error(
+        capsys, ["--model", str(tiny_model), "--adapter", str(tmp_path / "nope"), *base])
+    assert "adapter_config.json missing" in _error(
+        capsys, ["--model", str(tiny_model), "--adapter", str(tmp_path), *base])
+    assert "at least 2 options" in _error(capsys, ["--model", str(tiny_model), *base, "--options", "CT"])
+    assert "empty option" in _error(capsys, ["--model", str(tiny_model), *base, "--options", "CT;;MRI"])
+
+
+def test_paper_mode_adapter_needs_options(tiny_model, adapter_run, png, tmp_path):
+    paper = tmp_path / "paper"
+    shutil.copytree(adapter_run, paper)
+    cfg = yaml.safe_load((paper / "run_config.yaml").read_text())
+    (paper / "run_config.yaml").write_text(yaml.safe_dump({**cfg, "prompt_mode": "paper"}))
+    p = infer.load(str(tiny_model), str(paper), max_new_tokens=4)
+    with pytest.raises(UserError, match="multiple-choice"):
+        p.ask(png, "Is there a fracture?")
+    assert "single-letter" in p.prompt("Which modality?", OPTIONS)
