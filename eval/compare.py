@@ -1,0 +1,188 @@
+"""Compare evaluations of several runs (base vs SFT vs GRPO, or any others).
+
+    python -m eval.compare RUN_DIR... --out DIR [--names base,sft,grpo] [--title TEXT]
+
+Each RUN_DIR is an evaluation output dir (with metrics.json), a training run dir (with
+eval/metrics.json) or a metrics.json file. Names default to the dir names (a dir called `eval`
+is named after its parent). Writes into --out:
+
+- compare.md: one table of accuracy (%) per run for overall, each modality and each question type,
+  with the delta (points) of every run against the FIRST run, plus unparsed and format-violation
+  rates and the open-question scores when any run has open questions;
+- compare.png: grouped bars (one bar per run) of overall + per modality and overall + per question type;
+- compare.json: the same numbers, machine-readable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+class CompareError(Exception):
+    pass
+
+
+def find_metrics(run: str | Path) -> Path:
+    """metrics.json of an eval dir, a training run dir (eval/metrics.json) or the file itself."""
+    p = Path(run)
+    for cand in (p, p / "metrics.json", p / "eval" / "metrics.json"):
+        if cand.is_file() and cand.name.endswith(".json"):
+            return cand
+    if not p.exists():
+        raise CompareError(f"{p}: no such file or directory")
+    raise CompareError(f"{p}: no metrics.json (looked at {p / 'metrics.json'} and {p / 'eval' / 'metrics.json'}); "
+                       "evaluate it first with python -m eval.evaluate")
+
+
+def default_name(run: str | Path) -> str:
+    p = Path(run).resolve()
+    if p.is_file():
+        p = p.parent
+    return p.parent.name if p.name == "eval" else p.name
+
+
+def load_runs(runs: list[str], names: list[str] | None = None) -> tuple[list[str], list[dict]]:
+    if names is not None and len(names) != len(runs):
+        raise CompareError(f"--names has {len(names)} names for {len(runs)} runs")
+    metrics = []
+    for run in runs:
+        path = find_metrics(run)
+        try:
+            m = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise CompareError(f"{path}: not valid JSON ({e})") from None
+        if not isinstance(m, dict) or "overall" not in m:
+            raise CompareError(f"{path}: not an eval.evaluate metrics.json (no 'overall')")
+        metrics.append(m)
+    names = names or [default_name(r) for r in runs]
+    seen: dict[str, int] = {}
+    unique = []
+    for n in names:  # two runs called "eval" or "grpo": number them
+        seen[n] = seen.get(n, 0) + 1
+        unique.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
+    return unique, metrics
+
+
+def _rows(metrics_list: list[dict]) -> list[tuple[str, str, str]]:
+    """(section, label, key) of every compared group: overall, modalities, question types."""
+    rows = [("Overall", "Overall", "")]
+    for key, section in (("by_modality", "Modality"), ("by_question_type", "Question type")):
+        cats: list[str] = []
+        for m in metrics_list:
+            cats += [c for c in (m.get(key) or {}) if c not in cats]
+        rows += [(section, c, key) for c in sorted(cats)]
+    return rows
+
+
+def _group(m: dict, label: str, key: str) -> dict | None:
+    g = m["overall"] if not key else (m.get(key) or {}).get(label)
+    return g if g and g.get("n") else None
+
+
+def comparison(names: list[str], metrics_list: list[dict]) -> dict:
+    """The compared numbers: {"runs": names, "rows": [{"section", "group", "accuracy": {run: %},
+    "n": {run: n}, "delta": {run: points vs the first run}}], "rates": ..., "open": ...}."""
+    base = names[0]
+    rows = []
+    for section, label, key in _rows(metrics_list):
+        acc, ns, delta = {}, {}, {}
+        for name, m in zip(names, metrics_list):
+            g = _group(m, label, key)
+            acc[name] = round(100 * g["accuracy"], 2) if g else None
+            ns[name] = g["n"] if g else 0
+        for name in names[1:]:
+            delta[name] = (round(acc[name] - acc[base], 2) if acc[name] is not None and acc[base] is not None
+                           else None)
+        rows.append({"section": section, "group": label, "accuracy": acc, "n": ns, "delta": delta})
+    rates = {name: {"unparsed_rate": m.get("unparsed_rate"),
+                    "format_violation_rate": m.get("format_violation_rate",
+                                                   None if "format_rate" not in m else 1 - m["format_rate"])}
+             for name, m in zip(names, metrics_list)}
+    open_ = {name: m.get("open") for name, m in zip(names, metrics_list) if (m.get("open") or {}).get("n")}
+    return {"runs": names, "baseline": base, "rows": rows, "rates": rates, "open": open_}
+
+
+def _f(x: float | None, signed: bool = False) -> str:
+    if x is None:
+        return "–"
+    return f"{x:+.1f}" if signed else f"{x:.1f}"
+
+
+def markdown(cmp: dict, title: str) -> str:
+    names, base = cmp["runs"], cmp["baseline"]
+    head = ["Group", *[f"{n} (%)" for n in names], *[f"Δ {n} vs {base}" for n in names[1:]], "n"]
+    lines = [f"# {title}", "", f"Accuracy on closed questions; Δ = points against the first run (`{base}`).", "",
+             "![comparison](compare.png)", "",
+             "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    section = None
+    mismatched = []
+    for r in cmp["rows"]:
+        if r["section"] != section and r["section"] != "Overall":
+            section = r["section"]
+            lines.append(f"| **{section}** |" + " |" * (len(head) - 1))
+        label = f"**{r['group']}**" if r["section"] == "Overall" else r["group"]
+        ns = sorted({n for n in r["n"].values() if n})
+        if len(ns) > 1:
+            mismatched.append(r["group"])
+        cells = [label, *[_f(r["accuracy"][n]) for n in names], *[_f(r["delta"][n], True) for n in names[1:]],
+                 "/".join(str(n) for n in ns) or "0"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "| Rate (%) | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for key, label in (("unparsed_rate", "unparsed answers (closed)"), ("format_violation_rate", "format violations")):
+        vals = [cmp["rates"][n][key] for n in names]
+        lines.append(f"| {label} | " + " | ".join(_f(None if v is None else 100 * v) for v in vals) + " |")
+    if cmp["open"]:
+        lines += ["", "## Open questions", "", "| Run | n | Exact match (%) | Token recall (%) | Token F1 (%) |",
+                  "|---|---:|---:|---:|---:|"]
+        for n, op in cmp["open"].items():
+            lines.append(f"| {n} | {op['n']} | " + " | ".join(
+                _f(None if op.get(k) is None else 100 * op[k]) for k in ("exact_match", "token_recall", "token_f1"))
+                + " |")
+    if mismatched:
+        lines += ["", f"Note: the runs were evaluated on different numbers of questions for: "
+                      f"{', '.join(mismatched)} (n column shows each distinct n)."]
+    return "\n".join(lines) + "\n"
+
+
+def compare(runs: list[str], out: str | Path, names: list[str] | None = None, title: str = "Comparison") -> dict:
+    from eval.plots import grouped_bars
+
+    names, metrics_list = load_runs(runs, names)
+    cmp = comparison(names, metrics_list)
+    cmp["sources"] = {n: str(find_metrics(r)) for n, r in zip(names, runs)}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    grouped_bars(names, metrics_list, out / "compare.png", title=title)
+    (out / "compare.md").write_text(markdown(cmp, title))
+    (out / "compare.json").write_text(json.dumps(cmp, indent=2) + "\n")
+    return cmp
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m eval.compare", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="eval dirs, training run dirs or metrics.json files")
+    p.add_argument("--out", required=True)
+    p.add_argument("--names", default=None, help="comma-separated display names, one per RUN_DIR (e.g. base,sft,grpo)")
+    p.add_argument("--title", default="Comparison")
+    a = p.parse_args(argv)
+    names = [n.strip() for n in a.names.split(",")] if a.names else None
+    if Path(a.out).is_file():
+        print(f"error: --out {a.out} is a file; give a directory", file=sys.stderr)
+        return 2
+    try:
+        cmp = compare(a.runs, a.out, names, a.title)
+    except CompareError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    overall = cmp["rows"][0]
+    print(" · ".join(f"{n}: {_f(overall['accuracy'][n])}%" for n in cmp["runs"]))
+    print(f"wrote compare.md, compare.png, compare.json to {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
