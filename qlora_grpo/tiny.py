@@ -209,6 +209,146 @@ def build(out_dir: str | Path, size: str = "demo", seed: int = 0) -> Path:
     return out
 
 
+# Same-size random-weight architectures for the memory/throughput benchmark (weights do not change
+# memory or speed). Qwen2-VL facts: ../shared/reference/PROTOCOL.md "Model architecture facts";
+# Qwen2.5-VL-3B from its public config.json. Vocabulary sizes are the real ones (the embedding and
+# LM head cost memory and time); the tokenizer stays the small BPE above (ids beyond it decode to "").
+ARCHS = {
+    "qwen2-vl-2b": dict(model_type="qwen2_vl", hidden=1536, inter=8960, layers=28, heads=12, kv_heads=2,
+                        vocab=151936, tied=True,
+                        vision=dict(depth=32, embed_dim=1280, num_heads=16, mlp_ratio=4)),
+    "qwen2-vl-7b": dict(model_type="qwen2_vl", hidden=3584, inter=18944, layers=28, heads=28, kv_heads=4,
+                        vocab=152064, tied=False,
+                        vision=dict(depth=32, embed_dim=1280, num_heads=16, mlp_ratio=4)),
+    "qwen2.5-vl-3b": dict(model_type="qwen2_5_vl", hidden=2048, inter=11008, layers=36, heads=16, kv_heads=2,
+                          vocab=151936, tied=True,
+                          vision=dict(depth=32, hidden_size=1280, num_heads=16, intermediate_size=3420,
+                                      hidden_act="silu", window_size=112, fullatt_block_indexes=[7, 15, 23, 31],
+                                      tokens_per_second=2)),
+}
+
+
+def arch_config(arch: str | dict, tokenizer=None):
+    """The transformers config of an `ARCHS` preset (or a dict of the same shape), with the small
+    tokenizer's special-token ids."""
+    import torch
+    from transformers import Qwen2_5_VLConfig, Qwen2VLConfig
+
+    a = ARCHS[arch] if isinstance(arch, str) else arch
+    tokenizer = tokenizer or build_tokenizer()
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    text = dict(
+        vocab_size=a["vocab"], hidden_size=a["hidden"], intermediate_size=a["inter"],
+        num_hidden_layers=a["layers"], num_attention_heads=a["heads"], num_key_value_heads=a["kv_heads"],
+        max_position_embeddings=32768, rms_norm_eps=1e-6, hidden_act="silu",
+        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0,
+                         "mrope_section": a.get("mrope_section", [16, 24, 24])},
+        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+        tie_word_embeddings=a["tied"],
+    )
+    vision = dict(a["vision"], patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
+    if a["model_type"] == "qwen2_vl":
+        cls, vision["hidden_size"] = Qwen2VLConfig, a["hidden"]  # merger output = text hidden size
+    elif a["model_type"] == "qwen2_5_vl":
+        cls, vision["out_hidden_size"] = Qwen2_5_VLConfig, a["hidden"]
+    else:
+        raise ValueError(f"unknown model_type {a['model_type']!r}")
+    config = cls(
+        text_config=text, vision_config=vision,
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=a["tied"],
+    )
+    config.dtype = torch.bfloat16
+    return config
+
+
+def build_arch(out_dir: str | Path, arch: str | dict, seed: int = 0, shard_gb: float = 4.0) -> Path:
+    """Write a same-size random-weight checkpoint of an `ARCHS` preset to `out_dir` (bf16 safetensors).
+
+    Fast and lean: the model is instantiated on the meta device (shapes only) and each tensor is drawn
+    directly in bf16 (N(0, 0.02); norms 1, biases 0) and written shard by shard, never holding the
+    whole model or an fp32 copy in memory. Tensor names are the checkpoint (hub) layout that
+    `save_pretrained` writes. Deterministic for a given seed.
+    """
+    import torch
+    from safetensors.torch import save_file
+    from transformers import (
+        GenerationConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
+    from transformers.core_model_loading import revert_weight_conversion
+
+    name = arch if isinstance(arch, str) else "custom"
+    if isinstance(arch, str) and arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(ARCHS)}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer()
+    config = arch_config(arch, tokenizer)
+    qwen25 = config.model_type == "qwen2_5_vl"
+    model_cls = Qwen2_5_VLForConditionalGeneration if qwen25 else Qwen2VLForConditionalGeneration
+    with torch.device("meta"):
+        model = model_cls(config)
+    state = model.state_dict()
+    if config.tie_word_embeddings:
+        state.pop("lm_head.weight", None)
+    state = revert_weight_conversion(model, state)  # in-memory names -> checkpoint names
+    n_params = sum(t.numel() for t in state.values())
+
+    gen = torch.Generator().manual_seed(seed)
+    limit, shards, shard, size = int(shard_gb * 1024**3), [], {}, 0
+    for key in sorted(state):
+        shape = state[key].shape
+        t = torch.empty(shape, dtype=torch.bfloat16)
+        if key.endswith(".bias"):
+            t.zero_()
+        elif len(shape) == 1:
+            t.fill_(1.0)  # norm gains
+        else:
+            t.normal_(0.0, 0.02, generator=gen)
+        if shard and size + t.numel() * 2 > limit:
+            shards.append(shard)
+            shard, size = {}, 0
+        shard[key], size = t, size + t.numel() * 2
+        if size >= limit:
+            shards.append(shard)
+            shard, size = {}, 0
+    if shard:
+        shards.append(shard)
+    for old in list(out.glob("model*.safetensors")) + list(out.glob("model.safetensors.index.json")):
+        old.unlink()
+    weight_map, total = {}, 0
+    for i, tensors in enumerate(shards):
+        fname = "model.safetensors" if len(shards) == 1 else f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_file(tensors, str(out / fname), metadata={"format": "pt"})
+        for key, t in tensors.items():
+            weight_map[key], total = fname, total + t.numel() * 2
+    if len(shards) > 1:
+        index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+        (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    config.architectures = [model_cls.__name__]
+    config.save_pretrained(out)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    GenerationConfig(eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]], pad_token_id=ids["<|endoftext|>"],
+                     bos_token_id=ids["<|endoftext|>"]).save_pretrained(out)
+
+    image_processor = Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=28 * 28 * 1280)
+    processor_cls = Qwen2_5_VLProcessor if qwen25 else Qwen2VLProcessor
+    processor = processor_cls(image_processor=image_processor, tokenizer=tokenizer,
+                              video_processor=Qwen2VLVideoProcessor(), chat_template=CHAT_TEMPLATE)
+    processor.save_pretrained(out)
+    info = {"builder": "qlora_grpo.tiny.build_arch", "arch": name, "seed": seed, "parameters": n_params,
+            "dtype": "bfloat16", "weights": "random N(0, 0.02); norms 1; biases 0"}
+    (out / "tiny_model.json").write_text(json.dumps(info, indent=2) + "\n")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out_dir")
