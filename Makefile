@@ -4,10 +4,13 @@ PY      := .venv/bin/python
 RUNS    := runs
 TINY    := $(RUNS)/tiny-qwen2-vl
 SAMPLE  := $(RUNS)/data/sample
+PHRAW   := $(RUNS)/data/phantoms_raw
+PHDATA  := $(RUNS)/data/phantoms
+DEMO    := $(RUNS)/demo
 export PYTHONPATH := $(CURDIR)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-slow test-all lint setup clean-runs
+.PHONY: demo sample test test-slow test-learning test-all lint setup clean-runs
 
 setup: .venv/.installed
 
@@ -23,14 +26,33 @@ $(TINY)/config.json: | .venv/.installed
 $(SAMPLE)/prepare_report.json: | .venv/.installed
 	$(PY) -m medvqa_data.prepare --source omnimedvqa --root medvqa_data/sample/omnimedvqa --out $(SAMPLE) --split modality --overwrite
 
-demo: .venv/.installed $(TINY)/config.json $(SAMPLE)/prepare_report.json
+$(PHDATA)/prepare_report.json: | .venv/.installed
+	$(PY) -m medvqa_data.phantoms --out $(PHRAW) --n 4000 --seed 0 --option-order canonical
+	$(PY) -m medvqa_data.prepare --source omnimedvqa --root $(PHRAW) --out $(PHDATA) --split modality --overwrite
+
+# The CPU demo: SFT warm start -> GRPO on the 4-bit base -> base/SFT/GRPO report (reruns resume).
+demo: .venv/.installed $(TINY)/config.json $(PHDATA)/prepare_report.json
+	$(PY) train_sft.py --config configs/cpu_demo_sft.yaml
 	$(PY) train_qlora_grpo.py --config configs/cpu_demo.yaml
+	$(PY) -m eval.evaluate --model $(TINY) --data $(PHDATA) --split test --template no-think \
+		--subset "question_type=Modality Recognition" --quantization nf4 --min-pixels 12544 --max-pixels 12544 \
+		--max-new-tokens 12 --batch-size 32 --out $(DEMO)/base
+	$(PY) scripts/demo_report.py --runs base=$(DEMO)/base sft=$(DEMO)/sft grpo=$(DEMO)/grpo \
+		--heldout Ultrasound --out $(DEMO)/report
+	@echo "adapters: $(DEMO)/sft $(DEMO)/grpo   metrics: $(DEMO)/*/eval/metrics.json   report: $(DEMO)/report/report.md"
+
+# GRPO on the bundled real-image sample (CT/MR/US/fundus/microscopy from PyPI wheels).
+sample: .venv/.installed $(TINY)/config.json $(SAMPLE)/prepare_report.json
+	$(PY) train_qlora_grpo.py --config configs/cpu_sample.yaml
 
 test: .venv/.installed
 	$(PY) -m pytest -m "not slow and not gpu" -q
 
 test-slow: .venv/.installed
-	$(PY) -m pytest -m "slow and not gpu" -q
+	$(PY) -m pytest -m "slow and not gpu and not learning" -q
+
+test-learning: .venv/.installed
+	OMP_NUM_THREADS=1 $(PY) -m pytest -m learning -q
 
 test-all: .venv/.installed
 	$(PY) -m pytest -m "not gpu" -q

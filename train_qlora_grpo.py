@@ -28,27 +28,18 @@ def rewards_options(cfg) -> dict:
     return {k: v for k, v in opts.items() if k in cfg.reward_funcs}
 
 
-def main(argv=None) -> int:
+def build_trainer(cfg, train_rows):
+    """Data -> model -> rewards -> trainer for a parsed config and its training rows.
+
+    Returns (trainer, processor, backend). `main` and bench/memory_throughput.py both build here.
+    """
     from trl import GRPOTrainer
 
     cpu_compat.patch_trl_cpu_kernels()
 
-    from medvqa_data.dataset import select_training_rows, to_trl
-    from medvqa_data.schema import load_prepared
-    from qlora_grpo import callbacks, hardware, rewards, rundir
-    from qlora_grpo.config import MedGRPOConfig, parse_config, to_yaml
-    from qlora_grpo.model import load_for_training, resolve_model_path, vision_special_token_ids
-
-    ################
-    # Config
-    ################
-    cfg = parse_config(argv, MedGRPOConfig)
-    resolve_model_path(cfg.model_name_or_path)  # fail before touching the run dir
-    train_rows = select_training_rows(cfg.data_path, cfg.train_split, cfg.train_subset, cfg.exclude_modalities,
-                                      cfg.max_train_samples)
-    lock = rundir.RunLock(cfg.output_dir).acquire()  # a second run on this dir stops here
-    resume_from = rundir.resolve_resume(cfg.output_dir, cfg.resume, cfg.overwrite_output_dir)
-    hardware.print_startup(cfg, resume_from)
+    from medvqa_data.dataset import to_trl
+    from qlora_grpo import callbacks, rewards
+    from qlora_grpo.model import load_for_training, vision_special_token_ids
 
     ################
     # Data
@@ -89,13 +80,42 @@ def main(argv=None) -> int:
         train_dataset=train_dataset,
         processing_class=processor,
         callbacks=[callbacks.CheckpointMarker(), callbacks.SampleLogger(recorder, cfg.sample_log_steps, cfg.output_dir),
-                   callbacks.NonFiniteGuard()],
+                   callbacks.NonFiniteGuard(cfg.nonfinite_action)],
     )
-    if not torch.cuda.is_available():
-        # TRL casts QLoRA adapters to bf16; on CPU we compute in fp32 (before the optimizer exists).
+    if backend == "hf":
+        # TRL casts QLoRA adapters to bf16, where an Adam step of ~lr (1e-5) rounds away on weights of ~0.02
+        # (8 mantissa bits): keep them fp32 as PEFT does (autocast still computes in bf16/fp16; CPU: fp32).
+        # Before the optimizer exists. Unsloth manages its own adapter dtype.
         for p in trainer.model.parameters():
             if p.requires_grad and p.dtype != torch.float32:
                 p.data = p.data.float()
+    return trainer, processor, backend
+
+
+def main(argv=None) -> int:
+    cpu_compat.patch_trl_cpu_kernels()
+
+    from medvqa_data.dataset import select_eval_rows, select_training_rows
+    from qlora_grpo import callbacks, hardware, rundir
+    from qlora_grpo.config import MedGRPOConfig, parse_config, to_yaml
+    from qlora_grpo.model import resolve_model_path
+
+    ################
+    # Config
+    ################
+    cfg = parse_config(argv, MedGRPOConfig)
+    resolve_model_path(cfg.model_name_or_path)  # fail before touching the run dir
+    train_rows = select_training_rows(cfg.data_path, cfg.train_split, cfg.train_subset, cfg.exclude_modalities,
+                                      cfg.max_train_samples, cfg.seed)
+    # Multi-process (accelerate/torchrun): rank 0 owns the run dir (lock, clobber check, start-up report);
+    # the other ranks only read which checkpoint to resume (none is written before training starts).
+    main_process = cfg.process_index == 0
+    lock = rundir.RunLock(cfg.output_dir).acquire() if main_process else None  # a second run stops here
+    resume_from = rundir.resolve_resume(cfg.output_dir, cfg.resume, cfg.overwrite_output_dir or not main_process)
+    if main_process:
+        hardware.print_startup(cfg, resume_from)
+
+    trainer, processor, backend = build_trainer(cfg, train_rows)
 
     ################
     # Train
@@ -105,16 +125,25 @@ def main(argv=None) -> int:
         with open(cfg_path, "w") as f:
             f.write(f"# resolved config; backend: {backend}\n{to_yaml(cfg)}")
     try:
-        trainer.train(resume_from_checkpoint=resume_from)
+        rundir.train(trainer, resume_from)  # resumed at max_steps: no extra step
     except torch.cuda.OutOfMemoryError as e:
         raise UserError(hardware.oom_message(cfg)) from e
+    except Exception as e:  # disk full while writing a checkpoint: say so (the last complete one is intact)
+        rundir.raise_if_disk_full(cfg.output_dir, e)
+        raise
+    callbacks.raise_if_stopped(trainer, cfg.output_dir)  # NaN/inf loss or reward with nonfinite_action: stop
 
     ################
     # Save
     ################
-    trainer.save_model(cfg.output_dir)
+    try:  # via a temporary folder, file by file: a kill never leaves a truncated adapter in output_dir
+        rundir.save_final(trainer, processor, cfg.output_dir)
+    except Exception as e:
+        rundir.raise_if_disk_full(cfg.output_dir, e)
+        raise
     if trainer.accelerator.is_main_process:
-        processor.save_pretrained(cfg.output_dir)
+        trainer.state.save_to_json(f"{cfg.output_dir}/trainer_state.json")  # log history: losses, rewards
+    if trainer.accelerator.is_main_process:
         print(f"adapter saved to {cfg.output_dir}")
 
     ################
@@ -124,7 +153,7 @@ def main(argv=None) -> int:
         from eval.evaluate import evaluate
 
         try:
-            eval_rows = load_prepared(cfg.data_path, cfg.eval_split)
+            eval_rows = select_eval_rows(cfg.data_path, cfg.eval_split, cfg.eval_subset)
         except DataError as e:
             print(f"skipping evaluation: {e}")
         else:
@@ -137,7 +166,12 @@ def main(argv=None) -> int:
             o = metrics["overall"]
             print(f"eval accuracy {100 * o['accuracy']:.1f}% (n={o['n']}); metrics: {cfg.output_dir}/eval/metrics.json, "
                   f"report: {cfg.output_dir}/eval/report.md")
-    lock.release()
+    if trainer.accelerator.is_main_process:
+        from qlora_grpo.model_card import write_model_card
+
+        print(f"model card: {write_model_card(cfg.output_dir)}")
+    if lock:
+        lock.release()
     return 0
 
 

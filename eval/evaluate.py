@@ -180,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N rows only")
+    p.add_argument("--subset", default=None,
+                   help="AXIS=VALUE: one manifest cell of the split only, e.g. question_type='Modality Recognition'")
     p.add_argument("--quantization", default=None, choices=("nf4", "none"),
                    help="base weights; default: as the adapter was trained (nf4 for QLoRA runs), else none")
     p.add_argument("--min-pixels", type=int, default=None)
@@ -214,6 +216,10 @@ def _run(a) -> int:
     min_px = a.min_pixels or run_cfg.get("min_pixels", 3136)
     max_px = a.max_pixels or run_cfg.get("max_pixels", 401408)
     ds = load_prepared(a.data, a.split)  # names any missing column (checked before the slow model imports)
+    if a.subset:
+        from medvqa_data.dataset import select_eval_rows
+
+        ds = select_eval_rows(a.data, a.split, a.subset)
     from qlora_grpo import cpu_compat
 
     cpu_compat.setup_env()  # before torch/triton/trl are imported by the model loader

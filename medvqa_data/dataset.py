@@ -16,9 +16,11 @@ ANSWER_COLUMNS = ["id", "answer", "options", "answer_letter", "answer_type", "qu
 
 
 def select_training_rows(data_path: str, split: str, subset: str | None = None,
-                         exclude_modalities: list[str] | tuple = (), max_rows: int | None = None):
+                         exclude_modalities: list[str] | tuple = (), max_rows: int | None = None,
+                         seed: int = 0):
     """The training rows of a prepared dataset: one manifest cell (`AXIS=VALUE`), minus excluded
-    modalities, capped at `max_rows`. Errors name what is wrong (DataError)."""
+    modalities, then a seeded random subset of `max_rows` rows (splits are stored grouped by
+    dataset, so the first rows would be one modality). Errors name what is wrong (DataError)."""
     from medvqa_data.errors import DataError
     from medvqa_data.schema import load_prepared
     from medvqa_data.splits import load_manifest
@@ -33,12 +35,17 @@ def select_training_rows(data_path: str, split: str, subset: str | None = None,
     if exclude_modalities:
         excluded = set(exclude_modalities)
         ds = ds.filter(lambda m: m not in excluded, input_columns="modality")
-    if max_rows:
-        ds = ds.select(range(min(max_rows, len(ds))))
+    if max_rows and max_rows < len(ds):
+        ds = ds.shuffle(seed=seed).select(range(max_rows))
     if len(ds) == 0:
         raise DataError(f"no training rows left in {data_path} ({split}) after subset={subset!r}, "
                         f"exclude_modalities={list(exclude_modalities)}")
     return ds
+
+
+def select_eval_rows(data_path: str, split: str, subset: str | None = None):
+    """The evaluation rows: the whole split, or one manifest cell (`AXIS=VALUE`)."""
+    return select_training_rows(data_path, split, subset)
 
 
 def prompt_text(row: dict, template: str, mode: str = "default", phase: str = "train",

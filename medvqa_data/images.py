@@ -35,6 +35,9 @@ from medvqa_data.errors import ImageError
 MAX_DECODE_PIXELS = 50_000_000
 """Images with more pixels than this are rejected as decompression bombs."""
 
+MAX_ASPECT_RATIO = 200
+"""Longer side / shorter side above this is refused (Qwen2-VL's `smart_resize` raises on it)."""
+
 _DICOM_SUFFIXES = (".dcm", ".dicom")
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -198,9 +201,13 @@ def check_image(path: str | os.PathLike, decode: bool = True) -> str | None:
     """None when `path` is usable, else the reason. `decode=False` only checks it is a non-empty file."""
     if decode:
         try:
-            load_image(path)
+            img = load_image(path)
         except ImageError as exc:
             return exc.reason
+        width, height = img.size
+        if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+            return (f"aspect ratio {width}x{height} is over {MAX_ASPECT_RATIO}:1 (Qwen2-VL's resize refuses it; "
+                    "crop or pad the image)")
         return None
     try:
         info = os.stat(path)

@@ -274,7 +274,7 @@ def prepare(
             "seconds": round(time.perf_counter() - started, 3),
             "skipped": skipped,
         }
-        with open(staging / REPORT_NAME, "w", encoding="utf-8") as handle:
+        with open(staging / REPORT_NAME, "w", encoding="utf-8", errors="backslashreplace") as handle:  # lone surrogates
             json.dump(report, handle, indent=1, ensure_ascii=False)
         if out.exists():
             shutil.rmtree(out)  # checked above: empty, or a previous prepare output with --overwrite

@@ -28,6 +28,8 @@ then ``answer_letter`` is set and ``answer == options[letter_index]``.
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -136,6 +138,28 @@ def _match_option(answer: str, options: list[str]) -> int:
     return folded.index(key) if key in folded else -1
 
 
+MAX_QUESTION_CHARS = 10_000
+"""Longer questions are refused (a 100k-character question is ~25k tokens: no prompt budget fits it)."""
+MAX_ANSWER_CHARS = 2_000
+
+
+def _text(value: object, field: str) -> str:
+    """A text field of a source record: strings, numbers and booleans are taken as text; anything else
+    (a list, a dict, NaN) or text that cannot be stored as UTF-8 (a lone surrogate) is a RowError."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise RowError(f"{field} must be text or a number: got {value!r}")
+    if not isinstance(value, (str, numbers.Number)):
+        raise RowError(f"{field} must be text: got {type(value).__name__} {str(value)[:60]!r}")
+    text = str(value).strip()
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RowError(f"invalid unicode in {field} (a lone surrogate): {text[:60]!r}") from None
+    return text
+
+
 def make_row(
     *,
     id: str,
@@ -155,13 +179,19 @@ def make_row(
     For multiple choice give `options` and either the gold `answer` text or its
     `answer_letter` (the letter wins when both are given); the other is filled in.
     """
-    question = str(question or "").strip()
+    question = _text(question, "question")
     if not question:
         raise RowError("empty question")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise RowError(f"question too long: {len(question):,} characters (limit {MAX_QUESTION_CHARS:,})")
+    image = _text(image, "image path")
     if not image:
         raise RowError("no image path")
-    options = [str(opt).strip() for opt in options]
-    answer = "" if answer is None else str(answer).strip()
+    options = [_text(opt, "option") for opt in options]
+    answer = _text(answer, "answer")
+    answer_letter = _text(answer_letter, "answer_letter")
+    if max([len(answer), *map(len, options)]) > MAX_ANSWER_CHARS:
+        raise RowError(f"answer or option too long: over {MAX_ANSWER_CHARS:,} characters")
     letter = ""
     if options:
         if len(options) < 2:
@@ -170,6 +200,10 @@ def make_row(
             raise RowError(f"too many options: {len(options)} (at most 26)")
         if any(not opt for opt in options):
             raise RowError(f"empty option: {options}")
+        folded = [opt.casefold() for opt in options]
+        duplicates = sorted({opt for opt, key in zip(options, folded) if folded.count(key) > 1})
+        if duplicates:
+            raise RowError(f"duplicate options: {duplicates} in {options} (the gold answer would be ambiguous)")
         if answer_letter:
             index = answer_index(answer_letter)
             if not 0 <= index < len(options):
@@ -182,20 +216,20 @@ def make_row(
         answer = options[index]
     elif not answer:
         raise RowError("empty answer")
-    kind = (answer_type or ("closed" if options else "open")).strip().lower()
+    kind = (_text(answer_type, "answer_type") or ("closed" if options else "open")).lower()
     if kind not in ANSWER_TYPES:
         raise RowError(f"invalid answer_type: {answer_type!r} (use closed or open)")
     return {
-        "id": str(id),
-        "image": str(image),
+        "id": _text(str(id), "id"),
+        "image": image,
         "question": question,
         "options": options,
         "answer": answer,
         "answer_letter": letter,
         "answer_type": kind,
-        "modality": normalize_modality(modality) if modality else "",
-        "question_type": str(question_type or "").strip(),
-        "dataset": str(dataset or "").strip(),
+        "modality": normalize_modality(_text(modality, "modality")) if modality else "",
+        "question_type": _text(question_type or "", "question_type"),
+        "dataset": _text(dataset or "", "dataset"),
         "source": source,
     }
 

@@ -77,11 +77,16 @@ class MedVQAArguments:
     )
     train_split: str = field(default="train", metadata={"help": "Split of data_path used for training."})
     eval_split: str = field(default="test", metadata={"help": "Split evaluated after training."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Train on a seeded random subset of N rows."})
     train_subset: str | None = field(
         default=None,
         metadata={"help": "AXIS=VALUE: train on one manifest cell of data_path, e.g. modality=CT or "
                   "question_type='Disease Diagnosis' (Med-R1 generalization runs)."},
+    )
+    eval_subset: str | None = field(
+        default=None,
+        metadata={"help": "AXIS=VALUE: evaluate after training on one manifest cell of eval_split only "
+                  "(e.g. question_type='Modality Recognition'); default: the whole split."},
     )
     exclude_modalities: list[str] = field(
         default_factory=list,
@@ -108,6 +113,11 @@ class MedVQAArguments:
     resume: str = field(
         default="auto",
         metadata={"help": "auto (continue from the last complete checkpoint if any) | never | PATH of a checkpoint."},
+    )
+    nonfinite_action: str = field(
+        default="stop",
+        metadata={"help": "stop | skip. A NaN/inf loss or reward: the update is never applied; stop = end the run "
+                  "(last complete checkpoint kept, error names the step), skip = go on with the next batch."},
     )
     evaluate_after_training: bool = field(default=True, metadata={"help": "Run eval on eval_split when done."})
     eval_max_samples: int | None = field(default=None, metadata={"help": "Evaluate only the first N rows."})
@@ -146,6 +156,7 @@ CHOICES = {
     "prompt_mode": ("default", "paper"),
     "open_metric": ("f1", "exact"),
     "sft_target": ("answer", "reasoning"),
+    "nonfinite_action": ("stop", "skip"),
 }
 
 
@@ -259,7 +270,8 @@ def resolve_compute_dtype(name: str) -> str:
     if not torch.cuda.is_available():
         return "float32"  # CPU: half precision is slow or unsupported for these kernels
     if name == "auto":
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        # Native bf16 only (Ampere+): torch reports emulated bf16 as supported on a T4, where it is slow.
+        return "bfloat16" if torch.cuda.is_bf16_supported(including_emulation=False) else "float16"
     return name
 
 

@@ -3,11 +3,14 @@
 The estimate is deliberately simple and documented, to warn before a run that cannot fit:
     weights      = linear params x (0.5 B + 1/64 B absmax for nf4 | 2 B bf16/fp16 | 4 B fp32)
                    + embeddings x 2 B (never quantized) + vision tower
-    lora+adam    = LoRA params x 16 B (fp32 weight, grad, two Adam moments)
-    kv cache     = 2 x layers x kv_heads x head_dim x 2 B x G x (prompt + completion)
-    activations  = G x T x hidden x layers x 2 B (checkpointed layer inputs)
-                   + G x T x (14 x hidden + 3 x intermediate) x 2 B (one layer recomputed)
-    logits       = G x completion x vocab x 4 B (fp32 log-softmax, chunked by TRL's kernel: /4)
+    lora+adam    = LoRA params x 16 B (fp32 weight, grad, two Adam moments);
+                   LoRA params = layers x r x (9 x hidden + 2 x kv_dim + 3 x intermediate) (all 7 projections)
+    kv cache     = 2 x layers x kv_heads x head_dim x 2 B x S x (prompt + completion)
+    activations  = B x T x hidden x layers x 2 B (checkpointed layer inputs)
+                   + B x T x (14 x hidden + 3 x intermediate) x 2 B (one layer recomputed)
+    logits       = B x completion x vocab x 4 B (fp32 log-softmax, chunked by TRL's kernel: /4)
+with T = prompt + completion tokens, B = sequences per forward/backward (per_device_train_batch_size,
+default G) and S = sequences generated at once (the generation batch, default G).
     + 15% allocator overhead and the CUDA context (~0.5 GB).
 """
 
@@ -38,15 +41,16 @@ def count_params(model_dir: str) -> dict:
 
 
 def estimate_gb(model_dir: str, quantization: str, dtype_bytes: int, num_generations: int, prompt_tokens: int,
-                completion_tokens: int, lora_r: int) -> dict:
+                completion_tokens: int, lora_r: int, train_batch: int | None = None,
+                generation_batch: int | None = None) -> dict:
     p = count_params(model_dir)
     linear_bytes = {"nf4": 0.5 + 1 / 64}.get(quantization, dtype_bytes)
     weights = (p["linear"] + p["vision"]) * linear_bytes + p["embedding"] * 2
-    lora = p["layers"] * 7 * lora_r * (p["hidden"] * 2 + p["inter"]) * 16
-    g, tokens = num_generations, prompt_tokens + completion_tokens
-    kv = 2 * p["layers"] * p["kv_dim"] * 2 * g * tokens
-    act = g * tokens * p["hidden"] * p["layers"] * 2 + g * tokens * (14 * p["hidden"] + 3 * p["inter"]) * 2
-    logits = g * completion_tokens * p["vocab"] * 4 / 4
+    lora = p["layers"] * lora_r * (9 * p["hidden"] + 2 * p["kv_dim"] + 3 * p["inter"]) * 16
+    b, s, tokens = train_batch or num_generations, generation_batch or num_generations, prompt_tokens + completion_tokens
+    kv = 2 * p["layers"] * p["kv_dim"] * 2 * s * tokens
+    act = b * tokens * p["hidden"] * p["layers"] * 2 + b * tokens * (14 * p["hidden"] + 3 * p["inter"]) * 2
+    logits = b * completion_tokens * p["vocab"] * 4 / 4
     total = (weights + lora + kv + act + logits) * 1.15 + 0.5 * GB
     return {"weights": weights / GB, "lora_optimizer": lora / GB, "kv_cache": kv / GB, "activations": act / GB,
             "logits": logits / GB, "total": total / GB}
@@ -61,6 +65,29 @@ def gpu_info() -> tuple[str, float] | None:
     return props.name, props.total_memory / GB
 
 
+def profile_estimate(cfg, gpu_gb: float | None = None) -> dict | None:
+    """`estimate_gb` for a parsed config (None when the model dir has no readable config.json). With
+    fast_inference, vLLM's up-front reservation (vllm_gpu_memory_utilization x the GPU) is added."""
+    from qlora_grpo.config import resolve_compute_dtype
+
+    dtype = resolve_compute_dtype(cfg.compute_dtype)
+    prompt_tokens = 64 + cfg.max_pixels // 784  # instruction + question + visual tokens at max_pixels
+    world = max(1, getattr(cfg, "world_size", 1) or 1)
+    generation = getattr(cfg, "generation_batch_size", None)
+    try:
+        est = estimate_gb(cfg.model_name_or_path, cfg.quantization, 2 if dtype != "float32" else 4,
+                          getattr(cfg, "num_generations", None) or 1, prompt_tokens,
+                          getattr(cfg, "max_completion_length", None) or 256, cfg.lora_r,
+                          train_batch=getattr(cfg, "per_device_train_batch_size", None),
+                          generation_batch=generation // world if generation else None)
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
+    if getattr(cfg, "fast_inference", False) and gpu_gb:
+        est["vllm_reserved"] = (getattr(cfg, "vllm_gpu_memory_utilization", None) or 0.5) * gpu_gb
+        est["total"] += est["vllm_reserved"]
+    return est
+
+
 def print_startup(cfg, resume_from: str | None) -> None:
     from qlora_grpo.config import resolve_compute_dtype, to_yaml
 
@@ -69,13 +96,9 @@ def print_startup(cfg, resume_from: str | None) -> None:
     gpu = gpu_info()
     dtype = resolve_compute_dtype(cfg.compute_dtype)
     print(f"device: {f'{gpu[0]} ({gpu[1]:.1f} GB)' if gpu else 'CPU (no CUDA GPU)'}; compute dtype {dtype}")
-    prompt_tokens = 64 + cfg.max_pixels // 784  # instruction + question + visual tokens at max_pixels
-    try:
-        est = estimate_gb(cfg.model_name_or_path, cfg.quantization, 2 if dtype != "float32" else 4,
-                          getattr(cfg, "num_generations", None) or 1, prompt_tokens,
-                          getattr(cfg, "max_completion_length", None) or 256, cfg.lora_r)
-    except (OSError, KeyError, ValueError):
-        est = None
+    if getattr(cfg, "world_size", 1) > 1:
+        print(f"processes: {cfg.world_size} (data parallel; the estimate below is per GPU)")
+    est = profile_estimate(cfg, gpu[1] if gpu else None)
     if est:
         parts = ", ".join(f"{k} {v:.2f}" for k, v in est.items() if k != "total")
         print(f"memory estimate: {est['total']:.1f} GB ({parts})")

@@ -107,6 +107,7 @@ def lora_target_regex(language: bool, vision: bool, attention: bool, mlp: bool) 
         names = (VISION_ATTN if attention else ()) + (VISION_MLP if mlp else ())
         if names:
             parts.append(r".*\.visual\.blocks\.\d+\.(attn|mlp)\.(" + "|".join(names) + ")")
+            parts.append(r".*\.visual\.merger\.mlp\.(0|2)")  # the projection into the language model
     if not parts:
         raise UserError("no LoRA targets: enable finetune_language_layers or finetune_vision_layers "
                         "and attention or MLP modules")
@@ -170,7 +171,7 @@ def load_hf(cfg, path: str, dtype: torch.dtype):
     if cfg.init_adapter:
         from peft import PeftModel
 
-        check_adapter(cfg.init_adapter, path)
+        check_adapter(cfg.init_adapter, path, cfg.allow_pickle)
         model = PeftModel.from_pretrained(model, cfg.init_adapter, is_trainable=True)
     else:
         model = get_peft_model(model, lora_config(cfg))
@@ -179,21 +180,35 @@ def load_hf(cfg, path: str, dtype: torch.dtype):
 
 
 # ----------------------------------------------------------------------------- unsloth backend
-def load_unsloth(cfg, path: str, mtype: str):
-    from unsloth import FastVisionModel
-
-    if cfg.fast_inference and mtype not in FAST_INFERENCE_MODEL_TYPES:
+def check_fast_inference(fast_inference: bool, mtype: str, path: str) -> None:
+    """Unsloth's vLLM rollouts exist only for some model types (Qwen2.5-VL here); say so before loading."""
+    if fast_inference and mtype not in FAST_INFERENCE_MODEL_TYPES:
         raise UserError(f"fast_inference (Unsloth vLLM rollouts) supports {', '.join(FAST_INFERENCE_MODEL_TYPES)} "
                         f"but {path} is {mtype}; set fast_inference: false or use a Qwen2.5-VL checkpoint")
-    model, _ = FastVisionModel.from_pretrained(
-        path,
+
+
+def unsloth_load_kwargs(cfg, dtype: torch.dtype) -> dict:
+    """Keyword arguments of `FastVisionModel.from_pretrained` (Unsloth 2026.x names), built without importing it."""
+    completion = getattr(cfg, "max_completion_length", None) or 256
+    kwargs = dict(
         load_in_4bit=cfg.quantization == "nf4",
+        load_in_16bit=cfg.quantization == "none",  # Unsloth falls back to 4-bit when no precision is chosen
+        dtype=dtype,  # float16 on a T4 (no native bf16)
         use_gradient_checkpointing="unsloth" if cfg.gradient_checkpointing else False,
+        use_exact_model_name=True,  # load this dir / hub id as is, never Unsloth's pre-quantized substitute
+        max_seq_length=max(2048, cfg.max_pixels // 784 + 512 + completion),  # visual + text + completion tokens
         fast_inference=cfg.fast_inference,
-        max_lora_rank=cfg.lora_r,
+        random_state=cfg.seed,
     )
-    model = FastVisionModel.get_peft_model(
-        model,
+    if cfg.fast_inference:  # the vLLM engine shares the GPU with training (colocated)
+        kwargs.update(max_lora_rank=cfg.lora_r,
+                      gpu_memory_utilization=getattr(cfg, "vllm_gpu_memory_utilization", None) or 0.5)
+    return kwargs
+
+
+def unsloth_peft_kwargs(cfg) -> dict:
+    """Keyword arguments of `FastVisionModel.get_peft_model` (same switches as the hf backend's regex)."""
+    return dict(
         finetune_vision_layers=cfg.finetune_vision_layers,
         finetune_language_layers=cfg.finetune_language_layers,
         finetune_attention_modules=cfg.finetune_attention_modules,
@@ -203,8 +218,35 @@ def load_unsloth(cfg, path: str, mtype: str):
         lora_dropout=cfg.lora_dropout,
         bias="none",
         random_state=cfg.seed,
+        use_rslora=False,
         use_gradient_checkpointing="unsloth" if cfg.gradient_checkpointing else False,
     )
+
+
+def load_unsloth(cfg, path: str, mtype: str, dtype: torch.dtype):
+    check_fast_inference(cfg.fast_inference, mtype, path)
+    if cfg.fast_inference:
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:
+            raise UserError("fast_inference needs vLLM: pip install vllm (the build matching your torch), "
+                            "or set fast_inference: false")
+    source = path
+    if cfg.init_adapter:
+        # Unsloth loads an adapter dir as "its recorded base + the adapter, trainable"; that base must be ours.
+        import json
+
+        check_adapter(cfg.init_adapter, path, cfg.allow_pickle)
+        base = json.loads((Path(cfg.init_adapter) / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        if not base or (base != path and Path(base).expanduser().resolve() != Path(path).expanduser().resolve()):
+            raise UserError(f"backend unsloth loads init_adapter {cfg.init_adapter} on the base it records ({base}), "
+                            f"not on {path}; use backend: hf, or the same model_name_or_path as the adapter's run")
+        source = cfg.init_adapter
+    from unsloth import FastVisionModel  # imported first by cpu_compat.preimport_backend
+
+    model, _ = FastVisionModel.from_pretrained(source, **unsloth_load_kwargs(cfg, dtype))
+    if not cfg.init_adapter:
+        model = FastVisionModel.get_peft_model(model, **unsloth_peft_kwargs(cfg))
     return model
 
 
@@ -218,8 +260,11 @@ def load_for_training(cfg):
     backend = resolve_backend(cfg.backend)
     dtype = torch_dtype(resolve_compute_dtype(cfg.compute_dtype))
     processor = load_processor(path, cfg.min_pixels, cfg.max_pixels)
+    if cfg.fast_inference and backend != "unsloth":
+        raise UserError("fast_inference (vLLM rollouts) needs backend: unsloth (CUDA GPU, unsloth and vllm installed); "
+                        "set fast_inference: false to train with backend hf")
     if backend == "unsloth":
-        model = load_unsloth(cfg, path, mtype)
+        model = load_unsloth(cfg, path, mtype, dtype)
     else:
         model = load_hf(cfg, path, dtype)
     return model, processor, backend
@@ -239,20 +284,24 @@ def load_for_inference(model_path: str, adapter: str | None = None, quantization
     if adapter:
         from peft import PeftModel
 
-        check_adapter(adapter, path)
+        check_adapter(adapter, path, allow_pickle)
         model = PeftModel.from_pretrained(model, adapter)
         cpu_compat.fix_bnb_linear4bit(model)
     model.eval()
     return model, processor
 
 
-def check_adapter(adapter: str, base_path: str) -> None:
-    """Clear errors for a missing adapter or one trained on another base model."""
+def check_adapter(adapter: str, base_path: str, allow_pickle: bool = False) -> None:
+    """Clear errors for a missing adapter, a pickle-only one (unless allow_pickle), or one trained on
+    another base model."""
     import json
 
     cfg_file = Path(adapter) / "adapter_config.json"
     if not cfg_file.is_file():
         raise UserError(f"no LoRA adapter at {adapter} (adapter_config.json missing); pass the run's output_dir")
+    if not allow_pickle and not (Path(adapter) / "adapter_model.safetensors").is_file():
+        raise UserError(f"{adapter}: no adapter_model.safetensors (only safetensors weights are loaded); convert "
+                        "the adapter, or pass --allow_pickle if you trust the files (pickle can execute code)")
     trained_on = json.loads(cfg_file.read_text()).get("base_model_name_or_path")
     if trained_on and Path(trained_on).name != Path(base_path).name and trained_on != base_path:
         from transformers import AutoConfig

@@ -42,7 +42,7 @@ def test_sft_then_grpo_4bit_changes_lora_weights_and_evaluates(sft_run, tiny_mod
     r = run_cli(["train_qlora_grpo.py", "--config", str(ROOT / "configs/cpu_demo.yaml"),
                  *_common(tiny_model, sample_prepared), "--init_adapter", str(sft_run), "--output_dir", str(out),
                  "--max_steps", "2", "--num_generations", "4", "--per_device_train_batch_size", "8",
-                 "--max_completion_length", "12", "--learning_rate", "5e-3", "--logging_steps", "1",
+                 "--max_completion_length", "12", "--learning_rate", "5e-3", "--logging_steps", "1", "--sample_log_steps", "1",
                  "--save_steps", "1000", "--eval_max_samples", "8",
                  "--eval_max_new_tokens", "12"])
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

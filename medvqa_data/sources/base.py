@@ -106,8 +106,11 @@ class ImageFinder:
         """Absolute path of `name`; when not found, the most likely path (the image check reports it missing)."""
         for base in self.bases:
             candidate = base / name
-            if candidate.is_file():
-                return abspath(candidate)
+            try:
+                if candidate.is_file():
+                    return abspath(candidate)
+            except OSError:  # a name too long for the filesystem: not found
+                pass
         if self._by_name is None:
             self._by_name = {}
             for path in sorted(self.root.rglob("*")):
@@ -144,7 +147,8 @@ def extract_image(data: bytes, opts: SourceOptions, dataset: str) -> str:
 
 
 def iter_table(path: Path) -> Iterator[dict]:
-    """Records of a .parquet, .jsonl/.json or .csv file, one dict each."""
+    """Records of a .parquet, .jsonl/.json or .csv file, one dict each (a `RowError` in place of a
+    jsonl line that is not valid JSON)."""
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         import pyarrow.parquet as pq
@@ -152,10 +156,13 @@ def iter_table(path: Path) -> Iterator[dict]:
         for batch in pq.ParquetFile(path).iter_batches(batch_size=256):
             yield from batch.to_pylist()
     elif suffix == ".jsonl":
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
+        with open(path, encoding="utf-8-sig") as handle:
+            for number, line in enumerate(handle, start=1):
                 if line.strip():
-                    yield json.loads(line)
+                    try:
+                        yield json.loads(line)
+                    except json.JSONDecodeError as exc:  # one bad line: skipped, the rest is read
+                        yield RowError(f"invalid JSON: line {number}: {exc.msg}")
     elif suffix == ".json":
         data = read_json(path)
         if not isinstance(data, list):
@@ -165,7 +172,7 @@ def iter_table(path: Path) -> Iterator[dict]:
         import csv
 
         with open(path, encoding="utf-8", newline="") as handle:
-            yield from csv.DictReader(handle)
+            yield from csv.DictReader(handle, strict=True)  # an unclosed quote is an error, not a merged row
     else:
         raise RowError(f"unsupported table format {suffix!r}")
 
@@ -213,6 +220,10 @@ def read_qa_tables(root: Path, opts: SourceOptions, result: SourceResult, *, dat
             for index, record in enumerate(iter_table(path)):
                 row_id = f"{stem}#{index}"
                 try:
+                    if isinstance(record, RowError):
+                        raise record
+                    if not isinstance(record, dict):
+                        raise RowError("record is not a JSON object")
                     missing = [key for key in ("image", "question", "answer") if record.get(key) in (None, "")]
                     if missing:
                         raise RowError(f"missing field(s): {', '.join(missing)}")

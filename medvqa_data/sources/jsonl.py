@@ -31,7 +31,7 @@ def read(root: Path, opts: SourceOptions) -> SourceResult:
         name = relative(path, base)
         file_split = split_from_name(path.stem)
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: a byte-order mark is not data
         except (OSError, UnicodeDecodeError) as exc:
             result.skip(f"cannot read file: {exc}", file=name)
             continue

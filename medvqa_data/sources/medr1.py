@@ -72,7 +72,7 @@ def _file_info(path: Path, base: Path) -> tuple[str | None, str | None, str]:
 
 def _image_base(records: list, candidates: list[Path]) -> Path:
     """The first candidate directory under which the first few images exist."""
-    names = [r.get("image") for r in records[:3] if isinstance(r, dict) and r.get("image")]
+    names = [r.get("image") for r in records[:3] if isinstance(r, dict) and isinstance(r.get("image"), str)]
     for candidate in candidates:
         if any((candidate / name).is_file() for name in names):
             return candidate
@@ -125,8 +125,8 @@ def read(root: Path, opts: SourceOptions) -> SourceResult:
         axis, _, value = info[path]
         if other is not None and axis == other:
             for rec in records:
-                if isinstance(rec, dict):
-                    known_other[(rec.get("image"), rec.get("problem"))] = value
+                if isinstance(rec, dict) and isinstance(rec.get("image"), str) and isinstance(rec.get("problem"), str):
+                    known_other[(rec["image"], rec["problem"])] = value
         else:
             loaded.append((path, records))
     for path, records in loaded:
@@ -141,7 +141,10 @@ def read(root: Path, opts: SourceOptions) -> SourceResult:
                 missing = [key for key in ("image", "problem", "solution") if not rec.get(key)]
                 if missing:
                     raise RowError(f"missing field(s): {', '.join(missing)}")
-                question, options = parse_problem(str(rec["problem"]))
+                wrong = [key for key in ("image", "problem", "solution") if not isinstance(rec[key], str)]
+                if wrong:
+                    raise RowError(f"field(s) must be strings: {', '.join(wrong)}")
+                question, options = parse_problem(rec["problem"])
                 match = _ANSWER.search(str(rec["solution"]))
                 if not match:
                     raise RowError(f"no <answer>...</answer> in solution: {rec['solution']!r}")

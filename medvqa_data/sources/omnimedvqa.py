@@ -41,6 +41,8 @@ def record_to_row(record: dict, root: str, source: str) -> dict:
     missing = [key for key in REQUIRED if record.get(key) in (None, "")]
     if missing:
         raise RowError(f"missing field(s): {', '.join(missing)}")
+    if not isinstance(record["image_path"], str):
+        raise RowError(f"image_path must be a string: got {type(record['image_path']).__name__}")
     options = [record[key] for key in OPTION_KEYS if record.get(key) not in (None, "")]
     return make_row(
         id=record.get("question_id", ""),

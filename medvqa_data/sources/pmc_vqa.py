@@ -47,12 +47,15 @@ def read(root: Path, opts: SourceOptions) -> SourceResult:
     finder = ImageFinder(root, ("images", "figures", "images_2/figures"))
     for path, split in files:
         name = relative(path, root)
-        try:
+        records: list[dict] = []
+        try:  # strict: an unclosed quote is an error, not one row that swallows the rest of the file
             with open(path, encoding="utf-8", newline="") as handle:
-                records = list(csv.DictReader(handle))
+                reader = csv.DictReader(handle, strict=True)
+                for record in reader:
+                    records.append(record)
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
-            result.skip(f"cannot read CSV: {exc}", file=name)
-            continue
+            where = f"line {reader.line_num}: " if isinstance(exc, csv.Error) else ""
+            result.skip(f"cannot read CSV: {where}{exc} (the {len(records)} row(s) before it were read)", file=name)
         for index, record in enumerate(records):
             row_id = f"pmc-vqa-{path.stem}-{index}"
             try:
