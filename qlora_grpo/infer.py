@@ -24,7 +24,7 @@ as an open question and no letter is reported. The exception is an adapter train
 Python:
 
     from qlora_grpo.infer import load
-    p = load("runs/tiny-qwen2-vl", adapter="runs/cpu_demo")
+    p = load("runs/tiny-qwen2-vl", adapter="runs/demo/grpo")
     p.ask("scan.dcm", "Which modality is shown?", ["CT", "MRI", "X-Ray", "Ultrasound"])
     # {'answer': 'A', 'letter': 'A', 'option': 'CT', 'reasoning': '...', 'completion': '...', 'format_ok': True}
 
