@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from eval.scoring import EVAL_TEMPLATES, PRED_KEYS, check_mode, prompt_mode, read_predictions, score_record
+from qlora_grpo.rundir import read_run_config
 
 __all__ = ["EVAL_TEMPLATES", "PRED_KEYS", "evaluate", "generate_batch", "main", "score_prediction"]
 
@@ -139,22 +140,6 @@ def evaluate(model, processor, ds, template: str, out_dir: str | Path, mode: str
             f.write(json.dumps(r) + "\n")
     tmp.replace(pred_file)
     return write_outputs(preds, out, template, mode, title, plot=plot)
-
-
-def read_run_config(adapter: str | Path | None) -> dict:
-    """The run_config.yaml of a training run dir ({} when absent)."""
-    if not adapter:
-        return {}
-    cfg_file = Path(adapter) / "run_config.yaml"
-    if not cfg_file.is_file():
-        return {}
-    import yaml
-
-    try:
-        data = yaml.safe_load(cfg_file.read_text())
-    except yaml.YAMLError:
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def warn_template(run_cfg: dict, template: str, adapter: str | Path | None) -> None:

@@ -38,8 +38,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eval.evaluate import CONFIG_NAME, read_run_config, warn_template
+from eval.evaluate import CONFIG_NAME, warn_template
 from eval.scoring import EVAL_MODES, EVAL_TEMPLATES
+from qlora_grpo.rundir import read_run_config
 
 AXES = ("modality", "question_type")
 BASE = "base"

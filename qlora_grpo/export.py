@@ -80,8 +80,8 @@ def export(model: str, adapter: str | os.PathLike, out: str | os.PathLike, merge
            dtype: str = "bf16", allow_pickle: bool = False) -> Path:
     """Write the adapter (or, with merge=True, the merged model) + processor + model card to `out`."""
     from qlora_grpo import model_card
-    from qlora_grpo.infer import read_run_config
     from qlora_grpo.model import check_adapter, model_type, resolve_model_path
+    from qlora_grpo.rundir import read_run_config
 
     if dtype not in DTYPES:
         raise UserError(f"unknown dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")

@@ -44,27 +44,12 @@ from typing import Any
 
 from qlora_grpo import cpu_compat
 from qlora_grpo.errors import UserError
+from qlora_grpo.rundir import read_run_config
 
 TEMPLATES = ("think", "think-after", "no-think", "zero-shot")
 DEFAULT_MIN_PIXELS = 3136
 DEFAULT_MAX_PIXELS = 401408
 RESULT_KEYS = ("answer", "letter", "option", "reasoning", "completion", "format_ok")
-
-
-def read_run_config(adapter: str | os.PathLike | None) -> dict:
-    """The resolved training config of a run dir (`run_config.yaml`), or {} when there is none."""
-    if not adapter:
-        return {}
-    cfg_file = Path(adapter) / "run_config.yaml"
-    if not cfg_file.is_file():
-        return {}
-    import yaml
-
-    try:
-        data = yaml.safe_load(cfg_file.read_text())
-    except yaml.YAMLError as e:
-        raise UserError(f"{cfg_file} is not valid YAML: {e}") from None
-    return data if isinstance(data, dict) else {}
 
 
 def parse_options(options: str | list | tuple | None) -> list[str]:

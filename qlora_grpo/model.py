@@ -270,6 +270,20 @@ def load_for_training(cfg):
     return model, processor, backend
 
 
+def keep_adapters_fp32(trainer, backend: str) -> None:
+    """Undo TRL's cast of QLoRA adapters to bf16 (hf backend; call before the optimizer exists).
+
+    In bf16 an Adam step of ~lr (1e-5) rounds away on weights of ~0.02 (8 mantissa bits): keep the
+    trainable weights fp32 as PEFT does (autocast still computes in bf16/fp16; CPU: fp32). Unsloth
+    manages its own adapter dtype.
+    """
+    if backend != "hf":
+        return
+    for p in trainer.model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
+
+
 def load_for_inference(model_path: str, adapter: str | None = None, quantization: str = "none",
                        compute_dtype: str = "auto", min_pixels: int = 3136, max_pixels: int = 401408,
                        allow_pickle: bool = False):

@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from qlora_grpo import rundir
 from qlora_grpo.errors import UserError
 
 REWARD_DESCRIPTIONS = {
@@ -58,21 +59,10 @@ Out of scope: any clinical, diagnostic, triage or patient-facing use.
 
 
 # ----------------------------------------------------------------------------- inputs
-def read_run_config(run_dir: Path) -> tuple[dict, str]:
+def run_config_and_kind(run_dir: Path) -> tuple[dict, str]:
     """(resolved config, kind) where kind is "grpo" or "sft"."""
-    import yaml
-
-    cfg_file = run_dir / "run_config.yaml"
-    if not cfg_file.is_file():
-        raise UserError(f"{cfg_file} not found: a model card needs the run's resolved config "
-                        "(written by train_qlora_grpo.py / train_sft.py)")
-    text = cfg_file.read_text()
-    try:
-        cfg = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise UserError(f"{cfg_file} is not valid YAML: {e}") from None
-    if not isinstance(cfg, dict):
-        raise UserError(f"{cfg_file} is not a YAML mapping")
+    cfg = rundir.read_run_config(run_dir, required=True)
+    text = (run_dir / "run_config.yaml").read_text()
     first = text.splitlines()[0] if text else ""
     if "(SFT)" in first or "sft_target" in cfg:
         kind = "sft"
@@ -195,7 +185,7 @@ def render_model_card(run_dir: str | Path, export: dict | None = None) -> str:
     """The card text for RUN_DIR. `export` (from qlora_grpo.export): {"merged": bool, "dtype": str,
     "out": path} describes an exported copy (a merged model is a plain transformers checkpoint)."""
     run_dir = Path(run_dir)
-    cfg, kind = read_run_config(run_dir)
+    cfg, kind = run_config_and_kind(run_dir)
     c = {**_defaults(kind), **cfg}
     merged = bool(export and export.get("merged"))
     base = str(c.get("model_name_or_path") or "unknown")

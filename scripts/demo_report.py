@@ -36,9 +36,18 @@ def pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
 
 
+def trained_accuracy(metrics: dict, heldout: str | None) -> float | None:
+    """Accuracy over the modalities that were trained on (held-out test images; `heldout` excluded)."""
+    cells = [c for m, c in metrics.get("by_modality", {}).items() if m != heldout and c.get("n")]
+    n = sum(c["n"] for c in cells)
+    return sum(c["accuracy"] * c["n"] for c in cells) / n if n else None
+
+
 def comparison(runs: dict[str, dict], heldout: str | None) -> tuple[dict, str]:
     names = list(runs)
     table: dict = {"overall": {n: runs[n]["overall"]["accuracy"] for n in names}}
+    if heldout:
+        table["trained_modalities"] = {n: trained_accuracy(runs[n], heldout) for n in names}
     for group in ("by_modality", "by_question_type"):
         keys = sorted({k for m in runs.values() for k in m.get(group, {})})
         table[group] = {k: {n: runs[n].get(group, {}).get(k, {}).get("accuracy") for n in names} for k in keys}
@@ -51,6 +60,8 @@ def comparison(runs: dict[str, dict], heldout: str | None) -> tuple[dict, str]:
         return f"| {label} | " + " | ".join(pct(vals[n]) for n in names) + " | " + " | ".join(deltas) + " |"
 
     lines = ["## Accuracy (%) on the held-out test split", "", head, sep, row("**overall**", table["overall"])]
+    if heldout:
+        lines.append(row(f"trained modalities (new images; without {heldout})", table["trained_modalities"]))
     for group, title in (("by_modality", "modality"), ("by_question_type", "question type")):
         lines += ["", f"### By {title}", "", head, sep]
         for k, vals in table[group].items():
