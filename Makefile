@@ -9,8 +9,7 @@ PHDATA  := $(RUNS)/data/phantoms
 DEMO    := $(RUNS)/demo
 export PYTHONPATH := $(CURDIR)
 export PYTHONUNBUFFERED := 1
-# One BLAS/OpenMP thread: on a small CPU the tiny model runs faster so, and the float reduction order
-# (hence every sampled GRPO rollout) no longer depends on the core count. Override: make demo DEMO_THREADS=4
+# One BLAS/OpenMP thread: on a small CPU the tiny model trains faster so. Override: make demo DEMO_THREADS=4
 DEMO_THREADS ?= 1
 
 .PHONY: demo sample test test-slow test-learning test-all lint setup clean-runs

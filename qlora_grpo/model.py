@@ -252,8 +252,16 @@ def load_unsloth(cfg, path: str, mtype: str, dtype: torch.dtype):
 
 # ----------------------------------------------------------------------------- entry points
 def load_for_training(cfg):
-    """(peft_model, processor, backend) for a GRPO/SFT config."""
+    """(peft_model, processor, backend) for a GRPO/SFT config.
+
+    Seeds every RNG with `cfg.seed` first: the Trainer seeds only when it is created, after the model,
+    so without this the fresh LoRA weights (and so the whole run) would differ from run to run.
+    """
+    from transformers import set_seed
+
     from qlora_grpo.config import resolve_compute_dtype
+
+    set_seed(cfg.seed)
 
     path = resolve_model_path(cfg.model_name_or_path)
     mtype = model_type(path)

@@ -383,3 +383,24 @@ def test_generalization_driver_trains_each_value_once(tiny_model, sample_prepare
     bad = run_cli([*driver, "--values", "PET", "--dry_run"], timeout=120)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "Traceback" not in bad.stdout + bad.stderr
+
+
+# ----------------------------------------------------------------------------- reproducibility
+def test_fresh_lora_weights_follow_the_seed(tiny_model, tmp_path):
+    """The Trainer seeds after the model exists: load_for_training must seed before LoRA is created."""
+    import torch
+
+    from qlora_grpo.config import MedGRPOConfig
+    from qlora_grpo.model import load_for_training
+
+    def lora(seed: int, state: int) -> dict:
+        cfg = parse_config(["--model_name_or_path", str(tiny_model), "--backend", "hf", "--quantization", "nf4",
+                            "--lora_r", "4", "--seed", str(seed), "--output_dir", str(tmp_path / "o")], MedGRPOConfig)
+        torch.manual_seed(state)  # whatever RNG state the process is in must not matter
+        model, _, _ = load_for_training(cfg)
+        return {k: v.detach().clone() for k, v in model.named_parameters() if "lora_A" in k}
+
+    a, b, c = lora(1, state=11), lora(1, state=12), lora(2, state=11)
+    assert a and a.keys() == b.keys() == c.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
