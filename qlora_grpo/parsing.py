@@ -51,7 +51,7 @@ The answer text is NFKC-normalized, whitespace-collapsed and then, in order:
    followed by text (``B) CT``, ``B: text``); ``B CT`` (letter, space, text) only when the
    text is option B's text.  Text after the letter must not be another option's exact
    text and must not name another option letter (``A) CT or B) MRI``, ``A or B``,
-   ``A, B``) -- such hedges give ``None``.
+   ``A, B``, ``A. or b``, ``B. AND c``) -- such hedges give ``None``.
 
 ``None`` also for: empty answers, answers longer than ``MAX_CHOICE_CHARS`` characters,
 letters outside the options' range, and answers containing invisible or control
@@ -500,7 +500,9 @@ _DELIM_RE = re.compile(
 _SPACE_RE = re.compile(r"([A-Za-z])\s+(.+)", re.DOTALL)
 _OTHER_LETTER_RE = re.compile(
     r"(?:^|[^A-Za-z0-9])[(\[]?([A-Za-z])\s*[)\]]"  # (B)  B)  [B]
-    r"|\b(?:or|and|nor|vs|versus|option|choice)\s+[(\[]?([A-Z])\b"  # or B, and C, option D
+    # or B, AND C, option D; a lower-case letter only where it ends a phrase ("or b", "and c."),
+    # so the article in "and a mass" is not read as option A
+    r"|\b(?i:or|and|nor|vs|versus|option|choice)\s+[(\[]?(?:([A-Z])\b|([a-z])(?=\s*(?:[.:)\],;/]|$)))"
     r"|^([A-Za-z])$"  # the rest is a bare letter: "A: B"
 )
 
@@ -588,7 +590,7 @@ def _letter_form(core: str, norm_opts: tuple[str, ...], letters: str) -> str | N
     if must_equal or rest_norm in norm_opts:
         return None  # "A mass" is English, not option A; "A) <text of B>" is a conflict
     for om in _OTHER_LETTER_RE.finditer(rest.strip()):
-        other = (om.group(1) or om.group(2) or om.group(3)).upper()
+        other = next(g for g in om.groups() if g).upper()
         if other in letters and other != letter:
             return None  # hedge: "A) CT or B) MRI", "A. or B"
     return letter
