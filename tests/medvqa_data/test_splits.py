@@ -68,3 +68,49 @@ def test_manifests_train_on_one_test_on_all(tmp_path):
     assert set(by_type["question_type"]) == {QTYPES[0]}
     with pytest.raises(DataError, match="values: "):
         load_manifest(out, "modality", "PET", "train")
+
+
+def test_test_count_is_rounded_not_floored_for_odd_sizes():
+    # 13 * 0.2 = 2.6 -> 3, 9 * 0.2 = 1.8 -> 2, 7 * 0.2 = 1.4 -> 1, 2 -> 1 (both sides non-empty), 1 -> 0
+    rows = make_rows({"CT": 13, "MRI": 9, "OCT": 7, "US": 2, "Fundus": 1, "PET": 12})
+    train, test = split_by(rows, "modality", 0.2, seed=3)
+    assert Counter(rows[i]["modality"] for i in test) == {"CT": 3, "MRI": 2, "OCT": 1, "US": 1, "PET": 2}
+    assert Counter(rows[i]["modality"] for i in split_by(rows, "modality", 0.5, seed=3)[1]) == {
+        "CT": 6, "MRI": 4, "OCT": 4, "US": 1, "PET": 6}  # round half to even: 6.5 -> 6, 4.5 -> 4, 3.5 -> 4
+    assert split_by(rows, "modality", 0.0, seed=3) == (list(range(len(rows))), [])
+    assert train == sorted(train) and test == sorted(test) and not set(train) & set(test)
+
+
+def test_a_stratum_that_sorts_first_does_not_move_the_others():
+    """Each stratum has its own random generator: a new value that sorts before the others
+    (and so is shuffled first) leaves their test rows unchanged, for several seeds."""
+    base = make_rows({"CT": 21, "MRI": 17})
+    extended = make_rows({"CT": 21, "MRI": 17, "AAA": 9})  # "AAA" sorts before CT and MRI
+    for seed in range(5):
+        assert split_by(base, "modality", 0.3, seed)[1] == [i for i in split_by(extended, "modality", 0.3, seed)[1] if i < 38]
+
+
+def test_each_stratum_is_split_as_if_alone():
+    """The test rows of one value do not depend on the other values' rows or on row order."""
+    mixed = [{"modality": v} for v in ("CT", "MRI", "AAA") * 11]
+    _, test = split_by(mixed, "modality", 0.25, seed=7)
+    for value in ("AAA", "CT", "MRI"):
+        positions = [i for i, r in enumerate(mixed) if r["modality"] == value]
+        alone = [{"modality": value}] * len(positions)
+        _, alone_test = split_by(alone, "modality", 0.25, seed=7)
+        assert [i for i in test if mixed[i]["modality"] == value] == [positions[k] for k in alone_test]
+
+
+def test_expected_test_ids_for_a_fixed_seed():
+    """Pinned output for seed 42 (regenerate deliberately if the split algorithm changes: it moves
+    every published split). Strata shuffle in sorted order, 'AAA' first, each with its own RNG."""
+    rows = make_rows({"MRI": 7, "CT": 11, "AAA": 5})  # MRI 0-6, CT 7-17, AAA 18-22
+    train, test = split_by(rows, "modality", 0.2, seed=42)
+    assert test == EXPECTED_TEST_SEED42
+    assert train == [i for i in range(len(rows)) if i not in EXPECTED_TEST_SEED42]
+
+
+# Regenerate (after a deliberate change of the split algorithm) with:
+#   PYTHONPATH=. python -c "from tests.medvqa_data.test_splits import make_rows; from medvqa_data.splits import split_by; \
+#   print(split_by(make_rows({'MRI': 7, 'CT': 11, 'AAA': 5}), 'modality', 0.2, seed=42)[1])"
+EXPECTED_TEST_SEED42 = [1, 11, 14, 18]

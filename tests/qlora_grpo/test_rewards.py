@@ -184,6 +184,29 @@ def test_reasoning_contradiction() -> None:
     assert soft["consistency"] == 0.5
 
 
+def test_rewards_when_gold_differs_from_the_answer() -> None:
+    """Gold letter != the completion's answer: accuracy is 0, and the reasoning's consistency
+    is judged against the completion's own answer, never against the gold."""
+    acc = make_accuracy_reward("think")
+    comps = [f"<think>{GOOD_R}</think><answer>{a}</answer>" for a in ("A", "C", "D", "B")]
+    gold = ["B", "B", "A", "D"]
+    assert acc(comps, **cols(4, answer_letter=gold)) == [0.0, 0.0, 0.0, 0.0]
+    assert acc(comps, **cols(4, answer_letter=["A", "C", "D", "B"])) == [1.0, 1.0, 1.0, 1.0]
+    # reasoning concludes B, answer B, gold A: consistent (a wrong answer is not a contradiction)
+    consistent = f"<think>{GOOD_R}</think><answer>B</answer>"
+    assert reasoning_subscores(consistent, Q, OPTS, "A", "think")["consistency"] == 1.0
+    # reasoning concludes B, answer A, gold B: a contradiction even though the reasoning names the gold
+    contradicting = f"<think>{GOOD_R}</think><answer>A</answer>"
+    assert reasoning_subscores(contradicting, Q, OPTS, "B", "think")["consistency"] == 0.0
+    reason = make_reasoning_reward("think")
+    out = reason([consistent, contradicting], **cols(2, answer_letter=["A", "B"]))
+    assert out[0] > 0.9 and out[1] == 0.0
+    # paper mode: exact string compare with a gold that differs
+    paper = make_accuracy_reward("think", "paper")
+    assert paper(["<think>r</think><answer>A</answer>", "<think>r</think><answer>B</answer>"],
+                 **cols(2, answer_letter=["B", "A"])) == [0.0, 0.0]
+
+
 def test_reasoning_repetition_and_copy() -> None:
     loop = "<think>" + "the lesion is bright " * 30 + "</think><answer>B</answer>"
     assert reasoning_subscores(loop, Q, OPTS, "B", "think")["repetition"] < 0.1
