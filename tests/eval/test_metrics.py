@@ -1,0 +1,107 @@
+"""eval.metrics in-process: pinned bootstrap CIs, every metrics key from hand-made records, the report."""
+
+from __future__ import annotations
+
+import pytest
+
+from eval.metrics import bootstrap_ci, compute_metrics, group_accuracy, markdown_report
+
+
+def test_bootstrap_ci_pinned_values():
+    """Fixed seed -> fixed numbers: a change of percentiles, seed, resampling or rounding shows here."""
+    assert bootstrap_ci([1.0] * 30 + [0.0] * 70) == [0.21, 0.39]
+    assert bootstrap_ci([1.0] * 30 + [0.0] * 70, seed=1) == [0.22, 0.39]
+    assert bootstrap_ci([1.0] * 30 + [0.0] * 70, n_boot=200) == [0.21, 0.4]
+    assert bootstrap_ci([0.5, 0.25, 1.0, 0.0] * 10) == [0.3312, 0.5563]  # graded values: resampled
+    assert bootstrap_ci([1.0] * 4 + [0.0] * 2) == [0.3333, 1.0]
+    assert bootstrap_ci([]) == [0.0, 0.0] and bootstrap_ci([1.0, 1.0]) == [1.0, 1.0]
+    assert bootstrap_ci([0.0]) == [0.0, 0.0]
+
+
+def test_bootstrap_ci_matches_numpy_percentiles():
+    """The interval is the 2.5th / 97.5th order statistic of the resampled means."""
+    import numpy as np
+
+    vals = [1.0] * 17 + [0.0] * 23
+    means = np.sort(np.random.default_rng(0).binomial(40, 17 / 40, size=1000) / 40)
+    assert bootstrap_ci(vals) == [round(float(means[25]), 4), round(float(means[975]), 4)]
+
+
+def test_group_accuracy():
+    assert group_accuracy([1.0, 0.0, 1.0]) == {"accuracy": 0.6667, "n": 3, "correct": 2,
+                                               "ci95": bootstrap_ci([1.0, 0.0, 1.0])}
+    assert group_accuracy([]) == {"accuracy": 0.0, "n": 0, "correct": 0, "ci95": [0.0, 0.0]}
+
+
+def _rec(correct, parsed="A", fmt=True, **kw):
+    return {"correct": correct, "parsed": parsed, "format_ok": fmt, **kw}
+
+
+RECORDS = [
+    _rec(1.0, modality="CT", question_type="Q1", dataset="D1"),
+    _rec(0.0, parsed=None, fmt=False, modality="CT", question_type="Q1", dataset="D1"),
+    _rec(0.0, parsed="", modality="MRI", question_type="Q2", dataset="D1"),
+    _rec(1.0, modality=None, question_type="Q2", dataset="D2", answer_type="closed"),
+    _rec(1.0, answer_type="open", exact=1.0, f1=1.0, recall=1.0, dataset="D2"),
+    _rec(0.0, parsed=None, fmt=False, answer_type="open", exact=0.0, f1=0.5, recall=0.25, dataset="D2"),
+    _rec(0.0, answer_type="open", f1=0.0, recall=0.0),  # no "exact": falls back to "correct"
+]
+
+
+def test_compute_metrics_every_key():
+    m = compute_metrics(RECORDS)
+    assert m["schema_version"] == 1
+    assert m["overall"] == group_accuracy([1.0, 0.0, 0.0, 1.0])
+    assert {k: (v["correct"], v["n"]) for k, v in m["by_modality"].items()} == {
+        "CT": (1, 2), "MRI": (0, 1), "unknown": (1, 1)}
+    assert list(m["by_modality"]) == ["CT", "MRI", "unknown"]  # sorted
+    assert {k: v["accuracy"] for k, v in m["by_question_type"].items()} == {"Q1": 0.5, "Q2": 0.5}
+    assert m["by_dataset"]["D1"] == group_accuracy([1.0, 0.0, 0.0])
+    assert m["unparsed_rate"] == 0.5  # None and "" are unparsed: 2 of 4 closed
+    assert m["format_violation_rate"] == round(2 / 7, 4) and m["format_rate"] == round(1 - round(2 / 7, 4), 4)
+    op = m["open"]
+    assert op["n"] == 3 and op["exact_match"] == 0.3333
+    assert op["token_f1"] == 0.5 and op["token_recall"] == round(1.25 / 3, 4)
+    assert op["exact_match_ci95"] == bootstrap_ci([1.0, 0.0, 0.0]) and op["unparsed_rate"] == 0.3333
+    assert op["by_dataset"] == {
+        "D2": {"n": 2, "exact_match": 0.5, "token_recall": 0.625, "token_f1": 0.75},
+        "unknown": {"n": 1, "exact_match": 0.0, "token_recall": 0.0, "token_f1": 0.0}}
+    assert (m["n_predictions"], m["n_closed"], m["n_open"]) == (7, 4, 3)
+
+
+def test_compute_metrics_empty_and_closed_only():
+    m = compute_metrics([])
+    assert m["overall"]["n"] == 0 and m["unparsed_rate"] == 0.0
+    assert m["format_violation_rate"] == 0.0 and m["format_rate"] == 0.0
+    assert m["open"] == {"n": 0, "exact_match": None, "token_recall": None, "token_f1": None,
+                         "exact_match_ci95": None, "unparsed_rate": None, "by_dataset": {}}
+    m = compute_metrics(RECORDS[:2])
+    assert m["format_rate"] == 0.5 and m["n_open"] == 0 and m["open"]["exact_match"] is None
+
+
+def test_markdown_report_shows_the_numbers():
+    m = compute_metrics(RECORDS)
+    m.update(template="think", mode="default", parser_mode="default")
+    m["malformed_lines"] = [{"line": n, "error": "invalid JSON"} for n in range(1, 53)]
+    md = markdown_report(m, title="T", figure="accuracy.png")
+    lo, hi = m["overall"]["ci95"]
+    assert md.startswith("# T\n")
+    assert "Template `think`, mode `default` (parser `default`)." in md
+    assert f"**Accuracy (closed questions): 50.0%** (95% CI {100 * lo:.1f}–{100 * hi:.1f}, 2/4)" in md
+    assert "Unparsed answers: 50.0% of closed questions · format violations: 28.6% of 7 predictions" in md
+    assert "![accuracy per modality and question type](accuracy.png)" in md
+    assert "## By modality" in md and "## By question type" in md and "## By dataset" in md
+    ct = m["by_modality"]["CT"]["ci95"]
+    assert f"| CT | 50.0 | {100 * ct[0]:.1f}–{100 * ct[1]:.1f} | 1/2 |" in md
+    assert "| **all** | 3 | 33.3 | 41.7 | 50.0 |" in md and "| D2 | 2 | 50.0 | 62.5 | 75.0 |" in md
+    assert "Unparsed open answers: 33.3%" in md
+    assert "- line 50: invalid JSON" in md and "- line 51" not in md and "- ... and 2 more" in md
+    bare = markdown_report(compute_metrics(RECORDS[:1]))
+    assert "## Open questions" not in bare and "Template" not in bare and "![" not in bare
+    assert "–" in markdown_report({**compute_metrics([]), "open": {"n": 1, "exact_match": None,
+                                   "token_recall": None, "token_f1": None}})
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0])
+def test_constant_values_have_a_point_interval(value):
+    assert bootstrap_ci([value] * 25) == [value, value]
