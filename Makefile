@@ -1,5 +1,6 @@
 # make demo : set up .venv, build the tiny model + data, SFT -> GRPO (4-bit base) -> evaluate, print the report path
 # make test : set up .venv, run the default test suite (fast; slow tests: make test-slow)
+# make mutants : mutation-test the core modules (mutmut, one module at a time; scores: docs/testing.md)
 PY      := .venv/bin/python
 RUNS    := runs
 TINY    := $(RUNS)/tiny-qwen2-vl
@@ -12,7 +13,7 @@ export PYTHONUNBUFFERED := 1
 # One BLAS/OpenMP thread: on a small CPU the tiny model trains faster so. Override: make demo DEMO_THREADS=4
 DEMO_THREADS ?= 1
 
-.PHONY: demo sample test test-slow test-learning test-all lint setup clean-runs
+.PHONY: demo sample test test-slow test-learning test-all lint setup clean-runs mutants
 
 setup: .venv/.installed
 
@@ -59,6 +60,18 @@ test-learning: .venv/.installed
 
 test-all: .venv/.installed
 	$(PY) -m pytest -m "not gpu" -q
+
+# Mutation testing: the core modules one at a time (small pure ones first), each mutant against the fast
+# tests that call the mutated function ([tool.mutmut] in pyproject.toml), then the per-module scores.
+# Reruns skip finished mutants of unchanged functions. One module: make mutants MUTATE='eval.metrics*'
+MUTATE ?= medvqa_data.splits* medvqa_data.templates* eval.metrics* qlora_grpo.parsing* qlora_grpo.rewards* \
+	qlora_grpo.rundir* medvqa_data.images* medvqa_data.sources.* eval.scoring*
+MUTANT_JOBS ?= 2
+mutants: .venv/.installed
+	@mkdir -p mutants; set -f; for m in $(MUTATE); do echo "== $$m (log: mutants/last-run.log)"; \
+		OMP_NUM_THREADS=1 nice -n 10 .venv/bin/mutmut run --max-children $(MUTANT_JOBS) "$$m" > mutants/last-run.log 2>&1 \
+		|| { tail -c 3000 mutants/last-run.log; exit 1; }; done
+	$(PY) scripts/mutation_scores.py
 
 lint: .venv/.installed
 	$(PY) -m ruff check .

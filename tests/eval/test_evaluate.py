@@ -17,9 +17,45 @@ METRIC_KEYS = {"schema_version", "overall", "by_modality", "by_question_type", "
                "mode", "parser_mode"}
 
 
-def test_evaluate_cli_end_to_end_with_adapter(tiny_model, sample_prepared, lora_runs, tmp_path, capsys, one_thread):
-    from eval.evaluate import main
+def _script_for(rows, template):
+    """Per distinct evaluation prompt: the correct letter, the correct option's text (checks the
+    letter -> option mapping), or a wrong option's text; returns (script, expected correct per row)."""
+    from medvqa_data.templates import render_prompt
 
+    answers, expected = {}, []
+    for row in rows:
+        opts = list(row["options"])
+        prompt = render_prompt(row["question"], opts, template, phase="eval")
+        gold = ord(row["answer_letter"]) - 65
+        if prompt not in answers:
+            kind = len(answers) % 3
+            text = (f"({row['answer_letter'].lower()})", opts[gold], opts[(gold + 1) % len(opts)])[kind]
+            answers[prompt] = (f"<think>scripted</think><answer>{text}</answer>", kind < 2,
+                               chr(65 + (gold + (kind == 2)) % len(opts)))
+        expected.append(answers[prompt])
+
+    def script(decoded: str) -> str:
+        hits = [c for p, (c, _, _) in answers.items() if p + "<|im_end|>" in decoded]
+        assert len(hits) == 1, decoded
+        return hits[0]
+
+    return script, expected
+
+
+def test_evaluate_cli_end_to_end_with_adapter(tiny_model, sample_prepared, lora_runs, tmp_path, capsys, one_thread,
+                                              monkeypatch):
+    from transformers import AutoTokenizer, Qwen2VLForConditionalGeneration
+
+    from eval.evaluate import main
+    from medvqa_data.schema import load_prepared
+    from tests.scripted import as_method, scripted_generate
+
+    rows = list(load_prepared(sample_prepared, "test").select(range(6)))
+    script, expected = _script_for(rows, "think")
+    assert {e[1] for e in expected} == {True, False}
+    prompts = []
+    monkeypatch.setattr(Qwen2VLForConditionalGeneration, "generate",
+                        as_method(scripted_generate(AutoTokenizer.from_pretrained(tiny_model), script, prompts)))
     out = tmp_path / "eval"
     args = ["--model", str(tiny_model), "--adapter", str(lora_runs / "run-a"), "--data", str(sample_prepared),
             "--template", "think", "--out", str(out), "--batch-size", "4", "--max-new-tokens", "6", "--limit", "6",
@@ -27,26 +63,34 @@ def test_evaluate_cli_end_to_end_with_adapter(tiny_model, sample_prepared, lora_
     # the command line in-process (a subprocess would import torch/transformers/trl again: slow on a
     # busy CPU); test_evaluate_cli_names_missing_columns runs the real `python -m eval.evaluate`
     assert main(args) == 0
+    assert len(prompts) == 6  # each row generated once, through the loaded (adapter) model
     cap = capsys.readouterr()
     # the adapter was trained with no-think: evaluating with think warns
     assert "warning" in cap.err and "'no-think'" in cap.err
     assert "samples_per_s" in cap.err  # progress bar with throughput
     assert "accuracy" in cap.out
     preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
-    assert len(preds) == 6 and len({p["id"] for p in preds}) == 6
-    for p in preds:
+    assert [p["id"] for p in preds] == [r["id"] for r in rows]
+    for p, (completion, correct, letter) in zip(preds, expected):
         assert RECORD_KEYS <= p.keys()
-        assert isinstance(p["completion"], str) and p["correct"] in (0.0, 1.0)
+        assert p["completion"] == completion and p["reasoning"] == "scripted"
+        assert p["parsed"] == letter and p["correct"] == float(correct)
+    n_right = sum(e[1] for e in expected)
     m = json.loads((out / "metrics.json").read_text())
     assert METRIC_KEYS <= m.keys()
-    assert m["overall"]["n"] == 6 and 0.0 <= m["overall"]["accuracy"] <= 1.0
-    assert sum(v["n"] for v in m["by_modality"].values()) == 6
-    assert sum(v["n"] for v in m["by_question_type"].values()) == 6
+    assert (m["overall"]["n"], m["overall"]["correct"]) == (6, n_right)
+    assert m["overall"]["accuracy"] == round(n_right / 6, 4) and m["unparsed_rate"] == 0.0
+    assert m["format_violation_rate"] == 0.0
+    for key, name in (("modality", "by_modality"), ("question_type", "by_question_type")):
+        for value, group in m[name].items():
+            mine = [e[1] for r, e in zip(rows, expected) if r[key] == value]
+            assert (group["n"], group["correct"]) == (len(mine), sum(mine)), (name, value)
     assert m["template"] == "think" and m["mode"] == "default"
     cfg = json.loads((out / "eval_config.json").read_text())
     assert cfg["adapter"].endswith("run-a") and cfg["max_new_tokens"] == 6
     report = (out / "report.md").read_text()
     assert "## By modality" in report and "## By question type" in report
+    assert f"{100 * n_right / 6:.1f}%" in report
     _png_ok(out / "accuracy.png")
 
 

@@ -71,6 +71,35 @@ def test_generalization_end_to_end(tiny_model, sample_prepared, lora_runs, tmp_p
     assert len(cached) == 6 and all(line.endswith("[cached]") for line in cached)
     assert (out / "matrix.csv").read_text() == before
 
+    # the matrix and its means come from the cells' metrics: give the cells distinct accuracies, rerun
+    # (all cached) and recompute every number from the cell files
+    given = {("base", "CT"): 0.25, ("base", "MRI"): 0.5, ("CT", "CT"): 1.0, ("CT", "MRI"): 0.0,
+             ("MRI", "CT"): 0.125, ("MRI", "MRI"): 0.75}
+    for (row, col), a in given.items():
+        mfile = out / "cells" / row / col / "metrics.json"
+        m = json.loads(mfile.read_text())
+        m["overall"]["accuracy"] = a
+        mfile.write_text(json.dumps(m))
+    generalization(lora_runs, sample_prepared, "modality", out, model=str(tiny_model), base=True, limit=2,
+                   batch_size=2, max_new_tokens=4, min_pixels=3136, max_pixels=12544, columns=["CT", "MRI"],
+                   log=lambda *a, **k: None)
+    cell = {k: 100 * json.loads((out / "cells" / k[0] / k[1] / "metrics.json").read_text())["overall"]["accuracy"]
+            for k in given}
+    with open(out / "matrix.csv") as f:
+        table = {row[0]: row[1:] for row in list(csv.reader(f))[1:]}
+    res = json.loads((out / "generalization.json").read_text())
+    for row in ("base", "CT", "MRI"):
+        vals = [cell[row, "CT"], cell[row, "MRI"]]
+        unseen = [cell[row, c] for c in ("CT", "MRI") if c != row]
+        mean, mean_unseen = round(sum(vals) / 2, 2), (round(sum(unseen) / len(unseen), 2) if row != "base" else None)
+        assert [float(x) for x in table[row][:3]] == [*vals, mean]
+        assert table[row][3] == ("" if mean_unseen is None else f"{mean_unseen:.2f}")
+        assert res["summary"][row] == {"mean": mean, "mean_unseen": mean_unseen}
+        assert res["accuracy"][row] == {"CT": vals[0], "MRI": vals[1]}
+    assert table["CT"][2:] == ["50.00", "0.00"] and table["MRI"][2:] == ["43.75", "12.50"]  # by hand
+    assert res["delta"]["CT"] == {"CT": 75.0, "MRI": -50.0} and res["delta"]["MRI"] == {"CT": -12.5, "MRI": 25.0}
+    assert "| CT | **100.00** | 0.00 | 50.00 | 0.00 |" in (out / "matrix.md").read_text()
+
 
 def test_run_dir_to_train_value_mapping(tmp_path):
     from eval.generalization import discover_runs, match_value

@@ -103,6 +103,30 @@ def test_open_question_without_options(predictor, png):
     assert r["letter"] is None and r["option"] is None
 
 
+@pytest.mark.parametrize("completion,letter", [
+    ("<think>bright CSF</think><answer>B</answer>", "B"),
+    ("<think>r</think><answer>(d)</answer>", "D"),
+    ("<think>r</think><answer>x-ray</answer>", "C"),  # option text -> its letter -> the same option
+    ("<think>r</think><answer>A. or b</answer>", None),  # a hedge selects nothing
+    ("<think>r</think>no answer block", None),
+])
+def test_ask_maps_the_scripted_answer_to_its_option(predictor, png, monkeypatch, completion, letter):
+    """A scripted `generate`: the letter, the option text and the parsed fields are those of the script."""
+    from tests.scripted import scripted_generate
+
+    prompts = []
+    monkeypatch.setattr(predictor.model, "generate",
+                        scripted_generate(predictor.processor.tokenizer, lambda p: completion, prompts))
+    r = predictor.ask(png, "Which modality is shown?", ["CT", "MRI", "X-Ray", "Ultrasound"])
+    assert r["completion"] == completion
+    assert r["letter"] == letter and r["option"] == (OPTIONS[ord(letter) - 65] if letter else None)
+    assert r["format_ok"] is ("<answer>" in completion)
+    assert r["reasoning"] == ("bright CSF" if "CSF" in completion else "r")
+    # the model saw the template's evaluation prompt, in the chat turn after the image
+    assert len(prompts) == 1 and predictor.prompt("Which modality is shown?", OPTIONS) + "<|im_end|>" in prompts[0]
+    assert prompts[0].index("<|vision_end|>") < prompts[0].index("Which modality is shown?")
+
+
 def test_prompt_is_the_eval_prompt_of_the_template(predictor):
     from medvqa_data.templates import render_prompt
 

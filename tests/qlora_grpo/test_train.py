@@ -102,28 +102,35 @@ def test_sft_collator_masks_prompt_and_image_tokens(tiny_model, sample_prepared,
 
 # ----------------------------------------------------------------------------- resume after SIGKILL
 def test_resume_after_sigkill_reaches_the_same_final_step(tiny_model, sample_prepared, tmp_path):
+    """Killed with two complete checkpoints on disk: the rerun resumes from the newest one, finishes,
+    and every step is logged exactly once."""
+    from qlora_grpo import rundir
+
     out, steps = tmp_path / "run", 6
     config = tiny_grpo_config(tmp_path, tiny_model, sample_prepared, max_steps=steps, save_steps=2,
-                              save_total_limit=2)
+                              save_total_limit=3)
     args = [sys.executable, "train_qlora_grpo.py", "--config", str(config), "--output_dir", str(out)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
     log = (tmp_path / "first.log").open("w")
     first = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 300
-    while time.time() < deadline and first.poll() is None and not (out / "checkpoint-2" / "COMPLETE").is_file():
+    while time.time() < deadline and first.poll() is None and not (out / "checkpoint-4" / "COMPLETE").is_file():
         time.sleep(0.01)
     assert first.poll() is None, "the first run ended before it was killed:\n" + (tmp_path / "first.log").read_text()[-3000:]
     first.send_signal(signal.SIGKILL)
     first.wait()
     assert (out / ".run.lock").is_file()  # the dead run's lock stays behind and must not block the resume
+    complete = [p.name for p in rundir.checkpoints(out)]
+    assert complete[:2] == ["checkpoint-2", "checkpoint-4"] and complete[-1] != f"checkpoint-{steps}", complete
+    newest = complete[-1]
 
     second = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "resuming from" in second.stdout and "checkpoint-" in second.stdout
+    assert f"resuming from {out / newest}\n" in second.stdout, second.stdout[-2000:]
     state = json.loads((out / f"checkpoint-{steps}" / "trainer_state.json").read_text())
     assert state["global_step"] == steps
     logged = [h["step"] for h in state["log_history"] if "loss" in h]
-    assert logged == sorted(set(logged)) and logged[-1] == steps  # no step logged twice, none after the end
+    assert logged == list(range(1, steps + 1))  # logging_steps 1: each step exactly once, none after the end
     assert not (out / ".run.lock").exists()
 
 

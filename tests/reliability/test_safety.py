@@ -34,6 +34,20 @@ def test_prepare_train_evaluate_with_the_network_blocked(tiny_model, tmp_path):
     (HF_HUB_OFFLINE unset): they pass and attempt nothing. The run dir holds no image bytes."""
     net = tmp_path / "network-attempts.log"
     data, run = tmp_path / "data", tmp_path / "run"
+    # positive control: in the very same environment a probe's connections are refused and logged,
+    # so a blocker that silently failed to load cannot make the checks below pass
+    probe = ("import socket, urllib.request\n"
+             "for f in (lambda: socket.create_connection(('192.0.2.1', 80), timeout=2),\n"
+             "          lambda: urllib.request.urlopen('http://huggingface.co', timeout=2),\n"
+             "          lambda: socket.socket().connect(('192.0.2.1', 443))):\n"
+             "    try:\n        f()\n    except OSError as e:\n        print('refused:', e)\n"
+             "    else:\n        print('CONNECTED')\n")
+    p = _cli(["-c", probe], net, timeout=60)
+    assert p.returncode == 0 and p.stdout.count("refused: ") == 3 and "CONNECTED" not in p.stdout, p.stdout + p.stderr
+    attempts = net.read_text().splitlines()
+    assert len(attempts) == 3 and "create_connection ('192.0.2.1', 80)" in attempts[0], attempts
+    assert "huggingface.co" in attempts[1] and "connect ('192.0.2.1', 443)" in attempts[2], attempts
+    net.unlink()
     p = _cli(["-m", "medvqa_data.prepare", "--source", "omnimedvqa", "--root",
               str(ROOT / "medvqa_data" / "sample" / "omnimedvqa"), "--out", str(data), "--split", "modality"], net)
     assert p.returncode == 0, p.stderr[-3000:]
