@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from medvqa_data.errors import DataError
 from medvqa_data.prepare import prepare
 from medvqa_data.schema import load_prepared
-from medvqa_data.splits import load_manifest, read_manifest, split_by
+from medvqa_data.splits import load_manifest, read_manifest, split_by, write_manifests
 from tests.medvqa_data.test_sources import CANONICAL, QTYPES, build_omnimedvqa
 
 
@@ -114,3 +114,76 @@ def test_expected_test_ids_for_a_fixed_seed():
 #   PYTHONPATH=. python -c "from tests.medvqa_data.test_splits import make_rows; from medvqa_data.splits import split_by; \
 #   print(split_by(make_rows({'MRI': 7, 'CT': 11, 'AAA': 5}), 'modality', 0.2, seed=42)[1])"
 EXPECTED_TEST_SEED42 = [1, 11, 14, 18]
+
+
+def test_split_by_edges():
+    rows = make_rows({"CT": 6})
+    with pytest.raises(ValueError, match=r"test_fraction must be in \[0, 1\), got -0.1"):
+        split_by(rows, "modality", -0.1, 0)
+    # "" and None group keys mean "the row alone"; a real key moves its rows together
+    groups = ["", None, "g", "g", "", None]
+    train, test = split_by(rows, "modality", 0.5, 1, groups=groups)
+    assert (2 in test) == (3 in test) and len(test) in (3, 4)
+    assert split_by(rows, "modality", 0.5, 1, groups=[None] * 6) == split_by(rows, "modality", 0.5, 1)
+    # a datasets.Dataset gives the same split as the list of rows
+    import datasets
+
+    mixed = make_rows({"CT": 7, "MRI": 4})
+    assert split_by(datasets.Dataset.from_list(mixed), "modality", 0.3, 9) == split_by(mixed, "modality", 0.3, 9)
+    # a group is counted in the stratum of its first row
+    rows = [{"modality": "CT"}, {"modality": "MRI"}, {"modality": "MRI"}]
+    _, test = split_by(rows, "modality", 0.5, 0, groups=["g", "g", None])
+    assert test in ([0, 1], [2])
+
+
+def _dd():
+    import datasets
+
+    from medvqa_data.schema import FEATURES
+
+    def part(ids, mods):
+        rows = [{name: "x" for name in FEATURES} | {"id": i, "modality": m, "question_type": "Q", "options": ["a"],
+                                                     "image": "/img.png"} for i, m in zip(ids, mods)]
+        return datasets.Dataset.from_list(rows, features=FEATURES)
+
+    return datasets.DatasetDict({"train": part(["a", "b", "c"], ["MRI", "CT", "MRI"]),
+                                 "test": part(["d"], ["MRI"])})
+
+
+def test_write_and_read_manifests(tmp_path):
+    import json
+
+    path = write_manifests(_dd(), "modality", tmp_path)
+    assert path == tmp_path / "manifests" / "modality.json"
+    m = json.loads(path.read_text())
+    assert m == read_manifest(tmp_path, "modality")
+    assert m == {"axis": "modality", "splits": ["train", "test"],
+                 "values": {"CT": {"train": ["b"], "test": []}, "MRI": {"train": ["a", "c"], "test": ["d"]}}}
+    assert list(m["values"]) == ["CT", "MRI"]
+    with pytest.raises(ValueError, match="unknown axis 'organ'; choose one of: modality, question_type"):
+        write_manifests(_dd(), "organ", tmp_path)
+    with pytest.raises(DataError, match=r"no question_type manifest at .*question_type.json; prepare the data "
+                                        r"with a split \(python -m medvqa_data.prepare \.\.\. --split question_type\)"):
+        read_manifest(tmp_path, "question_type")
+    with pytest.raises(DataError, match=r"--split modality\)"):
+        read_manifest(tmp_path, "organ")
+
+
+def test_load_manifest_subsets_and_errors(tmp_path):
+    import json
+
+    dd = _dd()
+    dd.save_to_disk(str(tmp_path))
+    write_manifests(dd, "modality", tmp_path)
+    assert load_manifest(tmp_path, "modality", "MRI", "train")["id"] == ["a", "c"]
+    assert load_manifest(tmp_path, "modality", "CT", "test")["id"] == []
+    with pytest.raises(DataError, match="modality 'PET' is not in the manifest; values: CT, MRI"):
+        load_manifest(tmp_path, "modality", "PET", "train")
+    with pytest.raises(DataError, match="split 'val' is not in the manifest; splits: train, test"):
+        load_manifest(tmp_path, "modality", "MRI", "val")
+    path = tmp_path / "manifests" / "modality.json"
+    m = json.loads(path.read_text())
+    m["values"]["MRI"]["train"] = ["a", "zz", "yy"]
+    path.write_text(json.dumps(m))
+    with pytest.raises(DataError, match=r"2 id\(s\) of the modality=MRI manifest are not in .* \(train\), e\.g\. zz"):
+        load_manifest(tmp_path, "modality", "MRI", "train")
