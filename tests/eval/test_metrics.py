@@ -105,3 +105,30 @@ def test_markdown_report_shows_the_numbers():
 @pytest.mark.parametrize("value", [0.0, 1.0])
 def test_constant_values_have_a_point_interval(value):
     assert bootstrap_ci([value] * 25) == [value, value]
+
+
+def test_markdown_report_of_an_older_metrics_file_uses_its_fallbacks():
+    """Keys an older metrics.json lacks: correct, n_predictions, format_violation_rate, mode."""
+    g = {"accuracy": 0.5, "n": 4, "ci95": [0.25, 0.75]}
+    m = {"overall": g, "by_modality": {"CT": g}, "unparsed_rate": 0.25, "format_rate": 0.875,
+         "template": "no-think"}
+    md = markdown_report(m)
+    assert md.startswith("# Evaluation\n")
+    assert "Template `no-think`, mode `default` (parser `default`)." in md
+    assert "**Accuracy (closed questions): 50.0%** (95% CI 25.0–75.0, ?/4)  " in md
+    assert "format violations: 12.5% of 4 predictions" in md
+    assert "| CT | 50.0 | 25.0–75.0 | ?/4 |" in md
+    assert "## By question type" not in md and "## Open questions" not in md and "Malformed" not in md
+    assert "format violations: 100.0%" in markdown_report({"overall": g, "unparsed_rate": 0.0})
+
+
+@pytest.mark.parametrize("n_bad,shown,more", [(50, 50, None), (51, 50, 1)])
+def test_markdown_report_caps_malformed_lines_at_50(n_bad, shown, more):
+    m = compute_metrics(RECORDS)
+    m["malformed_lines"] = [{"line": n, "error": "bad"} for n in range(1, n_bad + 1)]
+    md = markdown_report(m)
+    assert "## Malformed prediction lines (not scored)" in md
+    assert f"- line {shown}: bad" in md and f"- line {shown + 1}: bad" not in md
+    assert ("- ... and" in md) == (more is not None)
+    if more:
+        assert f"- ... and {more} more" in md

@@ -116,3 +116,52 @@ def test_messages_and_letters():
     assert answer_letters(4) == ["A", "B", "C", "D"] and answer_letters(0) == []
     with pytest.raises(ValueError):
         answer_letters(27)
+
+
+def test_every_prompt_string_matches_the_golden_file(capsys):
+    """Every template x mode x phase x answer type, and every style: `python -m medvqa_data.templates`
+    output, pinned. A prompt change must be deliberate: review the diff, then regenerate with
+    ``PYTHONPATH=. python -m medvqa_data.templates > tests/medvqa_data/golden/templates.txt``."""
+    from pathlib import Path
+
+    from medvqa_data import templates
+
+    templates._print_all()
+    golden = Path(__file__).parent / "golden" / "templates.txt"
+    assert capsys.readouterr().out == golden.read_text()
+
+
+def test_diversity_style_pinned_and_letters_bounds():
+    assert [diversity_style(0, i) for i in range(8)] == ["short", "short", "short", "open", "short", "short",
+                                                        "explain", "short"]
+    assert [diversity_style(42, i) for i in range(4)] == ["short", "open", "short", "short"]
+    assert answer_letters(26)[-1] == "Z" and answer_letters(1) == ["A"]
+    with pytest.raises(ValueError, match="between 0 and 26 options are supported, got -1"):
+        answer_letters(-1)
+    with pytest.raises(ValueError, match="got 27"):
+        answer_letters(27)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"template": "thinking"}, "unknown template 'thinking'; choose one of: think, think-after, no-think, zero-shot"),
+    ({"template": "think", "mode": "x"}, "unknown mode 'x'; choose one of: default, paper"),
+    ({"template": "think", "phase": "test"}, "unknown phase 'test'; choose one of: train, eval"),
+    ({"template": "think", "style": "v"}, "unknown style 'v'; choose one of: explain, short, open (or None)"),
+    ({"template": "no-think", "style": "short"},
+     "style 'short' rewrites the reasoning step; use it with template think or think-after"),
+])
+def test_error_messages(kwargs, message):
+    with pytest.raises(ValueError) as info:
+        render_prompt(QUESTION, OPTIONS, **kwargs)
+    assert str(info.value) == message
+
+
+def test_styles_and_open_answers_in_paper_mode():
+    # a style always renders the training string, also for phase eval / paper mode
+    styled = render_prompt(QUESTION, OPTIONS, "think", mode="paper", phase="eval", style="short")
+    assert styled == render_prompt(QUESTION, OPTIONS, "think", style="short")
+    assert "Reason briefly" in styled and styled.startswith(FORMATTED + " Your task: 1. ")
+    # options with answer_type open: the open-answer instruction, options still listed
+    opened = render_prompt(QUESTION, OPTIONS, "zero-shot", answer_type="open")
+    assert opened == FORMATTED + " Answer with a short word or phrase (or yes/no)."
+    assert format_question("  Q?  ", [" a ", 2]) == "Q? A)a, B)2"
