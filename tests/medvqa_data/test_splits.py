@@ -125,6 +125,13 @@ def test_split_by_edges():
     train, test = split_by(rows, "modality", 0.5, 1, groups=groups)
     assert (2 in test) == (3 in test) and len(test) in (3, 4)
     assert split_by(rows, "modality", 0.5, 1, groups=[None] * 6) == split_by(rows, "modality", 0.5, 1)
+    assert split_by(rows, "modality", 0.5, 1, groups=[""] * 6) == split_by(rows, "modality", 0.5, 1)
+    # the defaults: 20 % to test, seed 42
+    assert split_by(make_rows({"CT": 10}), "modality") == split_by(make_rows({"CT": 10}), "modality", 0.2, 42)
+    assert split_by(make_rows({"CT": 10}), "modality")[1] == split_by(make_rows({"CT": 10}), "modality", 0.2)[1]
+    assert len(split_by(make_rows({"CT": 10}), "modality")[1]) == 2
+    # a large fraction still leaves one row for training: 2 rows at 0.8 -> round(1.6) = 2 -> 1
+    assert [len(part) for part in split_by(make_rows({"CT": 2}), "modality", 0.8, 0)] == [1, 1]
     # a datasets.Dataset gives the same split as the list of rows
     import datasets
 
@@ -153,6 +160,7 @@ def _dd():
 def test_write_and_read_manifests(tmp_path):
     import json
 
+    assert write_manifests(_dd(), "modality", tmp_path / "new" / "out").is_file()  # parents are created
     path = write_manifests(_dd(), "modality", tmp_path)
     assert path == tmp_path / "manifests" / "modality.json"
     m = json.loads(path.read_text())
