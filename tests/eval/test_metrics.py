@@ -132,3 +132,56 @@ def test_markdown_report_caps_malformed_lines_at_50(n_bad, shown, more):
     assert ("- ... and" in md) == (more is not None)
     if more:
         assert f"- ... and {more} more" in md
+
+
+REPORT_X = """# Run X
+
+Template `think`, mode `paper` (parser `paper-eval`).
+
+**Accuracy (closed questions): 50.0%** (95% CI 25.0–75.0, 2/4)\x20\x20
+Unparsed answers: 12.5% of closed questions · format violations: 20.0% of 5 predictions
+
+![accuracy per modality and question type](acc.png)
+
+## By question type
+
+| Question type | Accuracy (%) | 95% CI | correct / n |
+|---|---:|---|---:|
+| Q1 | 100.0 | 100.0–100.0 | 1/1 |
+
+## By dataset
+
+| Dataset | Accuracy (%) | 95% CI | correct / n |
+|---|---:|---|---:|
+| D1 | 25.0 | 0.0–50.0 | 1/4 |
+
+## Open questions
+
+Normalized exact match (yes/no answers by polarity) and SQuAD-style token recall / F1 of the parsed answer against the gold answer.
+
+| Dataset | n | Exact match (%) | Token recall (%) | Token F1 (%) |
+|---|---:|---:|---:|---:|
+| **all** | 1 | – | 50.0 | – |
+| D2 | 1 | 100.0 | 50.0 | 75.0 |
+
+Unparsed open answers: –%
+
+## Malformed prediction lines (not scored)
+
+- line 3: invalid JSON
+"""
+
+
+def test_markdown_report_exact_text():
+    """The whole report, line by line: paper mode, an empty first grouping, missing scores shown as –."""
+    def g(a, n, c, lo, hi):
+        return {"accuracy": a, "n": n, "correct": c, "ci95": [lo, hi]}
+
+    m = {"template": "think", "mode": "paper", "parser_mode": "paper-eval", "overall": g(0.5, 4, 2, 0.25, 0.75),
+         "by_modality": {}, "by_question_type": {"Q1": g(1.0, 1, 1, 1.0, 1.0)},
+         "by_dataset": {"D1": g(0.25, 4, 1, 0.0, 0.5)}, "unparsed_rate": 0.125, "format_violation_rate": 0.2,
+         "n_predictions": 5,
+         "open": {"n": 1, "exact_match": None, "token_recall": 0.5, "token_f1": None, "unparsed_rate": None,
+                  "by_dataset": {"D2": {"n": 1, "exact_match": 1.0, "token_recall": 0.5, "token_f1": 0.75}}},
+         "malformed_lines": [{"line": 3, "error": "invalid JSON"}]}
+    assert markdown_report(m, "Run X", "acc.png") == REPORT_X
