@@ -185,3 +185,15 @@ def test_markdown_report_exact_text():
                   "by_dataset": {"D2": {"n": 1, "exact_match": 1.0, "token_recall": 0.5, "token_f1": 0.75}}},
          "malformed_lines": [{"line": 3, "error": "invalid JSON"}]}
     assert markdown_report(m, "Run X", "acc.png") == REPORT_X
+
+
+def test_open_scores_key_precedence_and_defaults():
+    """"exact" wins over "correct"; a missing score counts 0 (older prediction files lack some keys)."""
+    m = compute_metrics([{"answer_type": "open", "exact": 1.0, "correct": 0.0, "parsed": "x", "format_ok": True},
+                         {"answer_type": "open", "parsed": "y", "format_ok": True},
+                         {"answer_type": "open", "correct": 1.0, "parsed": "z", "format_ok": True}])
+    op = m["open"]
+    assert (op["exact_match"], op["token_recall"], op["token_f1"]) == (0.6667, 0.0, 0.0)
+    assert op["exact_match_ci95"] == bootstrap_ci([1.0, 0.0, 1.0])
+    assert op["by_dataset"]["unknown"] == {"n": 3, "exact_match": 0.6667, "token_recall": 0.0, "token_f1": 0.0}
+    assert m["n_closed"] == 0 and m["overall"]["n"] == 0
