@@ -197,3 +197,22 @@ def test_open_scores_key_precedence_and_defaults():
     assert op["exact_match_ci95"] == bootstrap_ci([1.0, 0.0, 1.0])
     assert op["by_dataset"]["unknown"] == {"n": 3, "exact_match": 0.6667, "token_recall": 0.0, "token_f1": 0.0}
     assert m["n_closed"] == 0 and m["overall"]["n"] == 0
+
+
+def _reference_ci(vals, n_boot=1000, seed=0):
+    """The textbook percentile bootstrap, all resamples drawn at once."""
+    import numpy as np
+
+    arr = np.asarray(vals, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = np.sort(arr[rng.integers(0, len(arr), size=(n_boot, len(arr)))].mean(axis=1))
+    return [round(float(means[int(0.025 * n_boot)]), 4), round(float(means[int(0.975 * n_boot)]), 4)]
+
+
+@pytest.mark.parametrize("vals,n_boot,seed", [
+    ([0.5, 0.25, 1.0, 0.0, 0.75] * 3, 40, 0),  # 40 resamples: the top order statistic is the maximum
+    ([0.5, 0.25, 1.0, 0.0, 0.75] * 3, 40, 3),
+    ([(i % 7) / 6 for i in range(2500)], 1000, 0),  # > 2000 values: resampled in chunks, same stream
+])
+def test_graded_bootstrap_equals_the_reference(vals, n_boot, seed):
+    assert bootstrap_ci(vals, n_boot=n_boot, seed=seed) == _reference_ci(vals, n_boot, seed)
