@@ -91,6 +91,8 @@ def test_markdown_report_shows_the_numbers():
     assert "Unparsed answers: 50.0% of closed questions · format violations: 28.6% of 7 predictions" in md
     assert "![accuracy per modality and question type](accuracy.png)" in md
     assert "## By modality" in md and "## By question type" in md and "## By dataset" in md
+    for label in ("Modality", "Question type", "Dataset"):
+        assert f"\n| {label} | Accuracy (%) | 95% CI | correct / n |\n|---|---:|---|---:|\n" in md
     ct = m["by_modality"]["CT"]["ci95"]
     assert f"| CT | 50.0 | {100 * ct[0]:.1f}–{100 * ct[1]:.1f} | 1/2 |" in md
     assert "| **all** | 3 | 33.3 | 41.7 | 50.0 |" in md and "| D2 | 2 | 50.0 | 62.5 | 75.0 |" in md
@@ -191,11 +193,12 @@ def test_open_scores_key_precedence_and_defaults():
     """"exact" wins over "correct"; a missing score counts 0 (older prediction files lack some keys)."""
     m = compute_metrics([{"answer_type": "open", "exact": 1.0, "correct": 0.0, "parsed": "x", "format_ok": True},
                          {"answer_type": "open", "parsed": "y", "format_ok": True},
-                         {"answer_type": "open", "correct": 1.0, "parsed": "z", "format_ok": True}])
+                         {"answer_type": "open", "correct": 1.0, "parsed": "z", "format_ok": True}] * 10)
     op = m["open"]
     assert (op["exact_match"], op["token_recall"], op["token_f1"]) == (0.6667, 0.0, 0.0)
-    assert op["exact_match_ci95"] == bootstrap_ci([1.0, 0.0, 1.0])
-    assert op["by_dataset"]["unknown"] == {"n": 3, "exact_match": 0.6667, "token_recall": 0.0, "token_f1": 0.0}
+    assert op["exact_match_ci95"] == bootstrap_ci([1.0, 0.0, 1.0] * 10)
+    assert bootstrap_ci([1.0, 0.0, 1.0] * 10) not in (bootstrap_ci([0.0, 0.0, 1.0] * 10), bootstrap_ci([1.0, 0.0, 0.0] * 10))
+    assert op["by_dataset"]["unknown"] == {"n": 30, "exact_match": 0.6667, "token_recall": 0.0, "token_f1": 0.0}
     assert m["n_closed"] == 0 and m["overall"]["n"] == 0
 
 
