@@ -54,9 +54,10 @@ def main() -> None:
         if not r["total"]:
             print(f"| {r['module']} | – | – | – | – | – | not measured |")
             continue
-        score = "–" if r["score"] is None else f"{r['score']:.1f}%"
-        if not r["measured"]:
-            score += " (partial)"
+        if r["score"] is None:
+            score = "not measured"
+        else:
+            score = f"{r['score']:.1f}%" + ("" if r["measured"] else " (partial: not every mutant run)")
         print(f"| {r['module']} | {r['total']} | {r['killed']} | {r['survived']} | {r['no_tests']} | "
               f"{r['not_run']} | {score} |")
     if args.survivors:
