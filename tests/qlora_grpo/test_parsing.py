@@ -422,3 +422,67 @@ def test_adversarial_inputs_are_linear(name: str) -> None:
         medr1_train_answer(text)
         medr1_eval_answer(text)
         assert time.perf_counter() - t0 < 0.5, name
+
+
+# ----------------------------------------------------------------------------- killed mutants (make mutants)
+
+
+def test_message_content_parts():
+    msg = lambda content: {"role": "assistant", "content": content}  # noqa: E731
+    assert completion_text(msg(None)) == "" and completion_text(msg([])) == ""
+    assert completion_text(msg(["<answer>", "B", "</answer>"])) == "<answer>B</answer>"
+    parts = [{"text": "a"}, {"type": "text", "text": "b"}, {"type": "image", "text": "IMG"}, {"type": "text"},
+             {"type": "text", "text": None}, "c", 7]
+    assert completion_text(msg(parts)) == "abc"  # no type = text; image parts and non-text items dropped
+    with pytest.raises(TypeError, match="^unsupported message content type: int$"):
+        completion_text(msg(3))
+
+
+@pytest.mark.parametrize("template,text,ok", [
+    ("think", "<think>r</think><answer>B</answer>", True),
+    ("think", "<think>r</think><think>s</think>", False),  # the second block must be <answer>
+    ("think", "<think>r</think>\n<answer>B</answer>", True),
+    ("think", "<think>r</think><answer>B</answer>x", False),
+    ("think", "<think>r</think><answer>B</answer></answer>", True),  # re.fullmatch with .*? inside
+    ("think-after", "<answer>B</answer><think>r</think>", True),
+    ("think-after", "<answer>B</answer>x<think>r</think>", False),
+    ("think-after", "<answer>B<think>r</think>", False),
+    ("think-after", "<answer>B</answer><answer>r</think>", False),
+    ("no-think", "<answer>B</answer>", True),
+    ("no-think", "  <answer>B</answer>", True),
+    ("no-think", "x<answer>B</answer>", False),
+    ("no-think", "<answer></answer>", True),
+    ("no-think", "<answer>", False),
+    ("no-think", "<answer></answer", False),
+    ("no-think", "<answer>B</answer> ", False),
+    ("zero-shot", "B", True),
+    ("zero-shot", "  ", False),
+])
+def test_format_ok_paper_equals_the_medr1_regex(template, text, ok):
+    assert format_ok_paper(text, template) is ok
+    if template in MEDR1_FORMAT_REGEX:
+        assert bool(re.fullmatch(MEDR1_FORMAT_REGEX[template], text, re.DOTALL)) is ok
+
+
+def test_format_ok_paper_unknown_template():
+    with pytest.raises(ValueError, match="^unknown template 'x'$"):
+        format_ok_paper("B", "x")
+
+
+def test_token_scores_edges():
+    assert token_f1("", "") == 1.0 and token_f1("x", "") == 0.0 and token_f1("", "lung") == 0.0
+    assert token_f1("left lung", "left upper lung") == pytest.approx(0.8)
+    assert token_f1("left lung mass", "lung") == pytest.approx(0.5)
+    assert token_recall("", "") == 1.0 and token_recall("x", "") == 0.0 and token_recall("lung", "left lung") == 0.5
+
+
+def test_yes_no_and_open_scoring_edges():
+    assert yes_no("Yes") == "yes" and yes_no("true.") == "yes" and yes_no("No!") == "no" and yes_no("") is None
+    long_yes = "yes " + "x " * 2000
+    assert yes_no(long_yes) == "yes"
+    assert yes_no("yes " + "x " * 2000 + " no") == "yes"  # only the first MAX_CHOICE_CHARS are read
+    with pytest.raises(ValueError, match="^unknown open metric 'bleu'; valid: f1, exact$"):
+        score_open("<answer>x</answer>", "x", "no-think", metric="bleu")
+    # a multi-word gold is not a yes/no gold, even when it starts with "no"
+    assert score_open("<answer>no mass</answer>", "no mass seen", "no-think")[0] == pytest.approx(0.8)
+    assert score_open("<answer>no</answer>", "no mass", "no-think", metric="exact")[0] == 0.0
