@@ -486,3 +486,24 @@ def test_yes_no_and_open_scoring_edges():
     # a multi-word gold is not a yes/no gold, even when it starts with "no"
     assert score_open("<answer>no mass</answer>", "no mass seen", "no-think")[0] == pytest.approx(0.8)
     assert score_open("<answer>no</answer>", "no mass", "no-think", metric="exact")[0] == 0.0
+
+
+@pytest.mark.parametrize("text,reasoning", [
+    ("<think>a</think><think>b</think><answer>B</answer>", "a"),  # the first block
+    ("x<think> a </think>", "a"),
+    ("<answer>B</answer>", None),
+    ("<think>a", None),
+    ("</think><think>a</think>", "a"),  # a close before the open does not count
+    ("<think></think>", ""),
+])
+def test_paper_reasoning_is_the_first_think_block(text, reasoning):
+    assert parse_completion(text, "think", "paper").reasoning == reasoning
+
+
+def test_open_answer_length_limit():
+    from qlora_grpo.parsing import MAX_OPEN_CHARS
+
+    at_limit = "lung " + "x" * (MAX_OPEN_CHARS - 5)
+    assert len(at_limit) == MAX_OPEN_CHARS
+    assert score_open(f"<answer>{at_limit}</answer>", "lung", "no-think")[0] > 0.0
+    assert score_open(f"<answer>{at_limit}x</answer>", "lung", "no-think")[0] == 0.0
