@@ -507,3 +507,17 @@ def test_open_answer_length_limit():
     assert len(at_limit) == MAX_OPEN_CHARS
     assert score_open(f"<answer>{at_limit}</answer>", "lung", "no-think")[0] > 0.0
     assert score_open(f"<answer>{at_limit}x</answer>", "lung", "no-think")[0] == 0.0
+
+
+@pytest.mark.parametrize("text,mode,answer,error", [
+    ("<think>r</think><answer> B </answer>", "paper", "B", None),
+    (" B ", "paper", "B", "no <answer> block (Med-R1 compares the whole text)"),
+    ("<think>r</think><answer>B) CT</answer>", "paper", "B) CT", None),
+    ("<think>r</think><answer>B) CT</answer>", "paper-eval", None, "no <answer>\\s*(\\w+)\\s*</answer> match"),
+    (" B ", "paper-eval", " B ", "no <answer> block (Med-R1 eval compares the raw output)"),
+    ("<answer>B</answer>", "paper", "B", "does not match Med-R1's think format"),
+    ("<answer>B</answer>", "paper-eval", "B", "does not match Med-R1's think format"),
+])
+def test_paper_parse_answer_and_error(text, mode, answer, error):
+    parsed = parse_completion(text, "think", mode)
+    assert (parsed.answer, parsed.error) == (answer, error)
