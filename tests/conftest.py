@@ -36,3 +36,20 @@ def sample_prepared(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("data") / "sample"
     prepare("omnimedvqa", ROOT / "medvqa_data" / "sample" / "omnimedvqa", out, split="modality")
     return out
+
+
+@pytest.fixture(autouse=True)
+def _fresh_parser_caches():
+    """Each test starts with empty parser/reward memo caches, so no result computed by an earlier test
+    (or, under `make mutants`, by the unmutated code before the fork) can stand in for a fresh one."""
+    import sys
+
+    parsing, rewards = sys.modules.get("qlora_grpo.parsing"), sys.modules.get("qlora_grpo.rewards")
+    if parsing is not None:
+        for name in ("_parse_cached", "_parse_cached_big", "_normalized_options", "_match_choice"):
+            cached = getattr(parsing, name, None)
+            if hasattr(cached, "cache_clear"):
+                cached.cache_clear()
+    if rewards is not None and hasattr(getattr(rewards, "_question_ngrams", None), "cache_clear"):
+        rewards._question_ngrams.cache_clear()
+    yield
