@@ -521,3 +521,24 @@ def test_open_answer_length_limit():
 def test_paper_parse_answer_and_error(text, mode, answer, error):
     parsed = parse_completion(text, "think", mode)
     assert (parsed.answer, parsed.error) == (answer, error)
+
+
+@pytest.mark.parametrize("answer,expected", [
+    ("B\ue000", None),  # private use (Co)
+    ("B\ud800", None),  # lone surrogate (Cs)
+    ("B\u0378", None),  # unassigned (Cn)
+    ("B\x07", None),  # control character (Cc)
+    ("B\u200d", None),  # zero-width joiner (Cf)
+    ("\tB\n", "B"),  # control characters that are whitespace are fine
+    ("B )\t MRI", "B"),
+])
+def test_invisible_and_control_characters(answer, expected):
+    assert match_choice(answer, OPTS) == expected
+
+
+def test_choice_length_limit():
+    from qlora_grpo.parsing import MAX_CHOICE_CHARS
+
+    text = "B) " + "m" * (MAX_CHOICE_CHARS - 3)
+    assert len(text) == MAX_CHOICE_CHARS and match_choice(text, OPTS) == "B"
+    assert match_choice(text + "m", OPTS) is None
