@@ -152,6 +152,7 @@ def read(root: Path, opts: SourceOptions) -> SourceResult:
     attributes: dict[tuple[str, str], tuple[str, str]] = {}  # (image, problem) -> (modality, question_type)
     per_dataset: list[tuple[dict, tuple[str, str]]] = []
     flagged: list[str] = []
+    dropped_duplicates = 0
     for path, records in loaded:
         axis, split, value = info[path]
         image_base = _image_base(records, candidates)
@@ -193,6 +194,7 @@ def read(root: Path, opts: SourceOptions) -> SourceResult:
                 )
             except RowError as exc:
                 result.skip(str(exc), id=row_id)
+                dropped_duplicates += str(exc).startswith("duplicate options")
                 continue
             if split:
                 row["_split"] = split
@@ -210,6 +212,9 @@ def read(root: Path, opts: SourceOptions) -> SourceResult:
     if per_dataset:
         result.notes.append(f"{len(per_dataset)} records of Med-R1's per-dataset evaluation files "
                             f"(*{PER_DATASET_SUFFIX}.json) in split {PER_DATASET_SPLIT!r}, dataset from the file name")
+    if dropped_duplicates:
+        result.notes.append(f"{dropped_duplicates} training record(s) skipped for options equal up to letter case "
+                            "(ambiguous as a training target; test records with such options are kept)")
     if flagged:
         shown = ", ".join(flagged[:20]) + (" ..." if len(flagged) > 20 else "")
         result.notes.append(f"{len(flagged)} test record(s) kept with options equal up to letter case (gold is a "

@@ -52,7 +52,7 @@ def test_official_test_split_is_every_published_record(tmp_path, capsys):
     test_rows = load_prepared(out, "test")
     flagged = [r for r in test_rows if len({o.casefold() for o in r["options"]}) < len(r["options"])]
     assert len(flagged) == 2
-    note = next(n for n in report["notes"] if "equal up to letter case" in n)
+    note = next(n for n in report["notes"] if "test record(s) kept" in n)
     assert note.startswith("3 test record(s)")  # 2 in test, 1 in a per-dataset file
     for row in flagged:
         assert row["id"] in note
@@ -60,6 +60,7 @@ def test_official_test_split_is_every_published_record(tmp_path, capsys):
     train = _records("Splits/modality/train/*.json")
     assert report["splits"]["train"] == sum(len(r) for r in train.values()) - 1
     assert report["skipped_by_reason"] == {"duplicate options": 1}
+    assert "1 training record(s) skipped for options equal up to letter case" in " ".join(report["notes"])
     # per-dataset evaluation files: their own split, dataset from the file name
     per_dataset = _records("src/eval_vqa/prompts/*_filtered_test.json")
     rows = load_prepared(out, "dataset_test")
