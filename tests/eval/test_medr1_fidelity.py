@@ -48,7 +48,7 @@ from qlora_grpo.parsing import MEDR1_EVAL_SCRIPT
 
 MEDR1_COMMIT = "88d76c73e7d21cd958a2b2dc32eca038be766f8f"
 OPTIONS = ["Right Atrium", "Thyroid Gland", "common bile duct", "Thyroid gland"]
-SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 # ----------------------------------------------------------------- the transcription
