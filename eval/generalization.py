@@ -2,7 +2,8 @@
 
     python -m eval.generalization --runs-dir DIR --data PREPARED --axis modality|question_type --out DIR \\
         [--model BASE_MODEL_DIR] [--base] [--limit N] [--batch-size 8] [--max-new-tokens 256] \\
-        [--template T] [--base-template zero-shot] [--mode default|paper] [--split test] [--columns A,B]
+        [--template T] [--base-template zero-shot] [--mode default|paper] [--split test] [--columns A,B] \\
+        [--paper-table]
 
 Runs: every sub-directory of --runs-dir holding a LoRA adapter (adapter_config.json) is one row.
 Its train value (the row label) is, in this order:
@@ -26,6 +27,8 @@ once; the adapters are attached to it one after another.
 Writes OUT/matrix.csv and matrix.md (accuracy in %, rows = trained on, columns = tested on, plus
 the mean over test sets and the mean over the other (unseen) test sets), heatmap.png (annotated),
 generalization.json, and with --base delta.csv, delta.md and heatmap_delta.png (points vs base).
+--paper-table also prints the papers' published numbers beside this project's (eval.paper_table) and
+writes them to OUT/paper_table.md.
 """
 
 from __future__ import annotations
@@ -365,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quantization", default=None, choices=("nf4", "none"))
     p.add_argument("--min-pixels", type=int, default=None)
     p.add_argument("--max-pixels", type=int, default=None)
+    p.add_argument("--paper-table", action="store_true",
+                   help="print the papers' published numbers beside this project's (also OUT/paper_table.md)")
     a = p.parse_args(argv)
     if a.batch_size < 1 or a.max_new_tokens < 1 or (a.limit is not None and a.limit < 1):
         p.error("--batch-size, --max-new-tokens and --limit must be positive")
@@ -383,6 +388,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     extra = ", delta.csv, delta.md, heatmap_delta.png" if a.base else ""
     print(f"{len(res['rows'])} x {len(res['columns'])} matrix: matrix.csv, matrix.md, heatmap.png{extra} in {a.out}")
+    if a.paper_table:
+        from eval.paper_table import paper_table
+
+        table = paper_table(res, a.axis)
+        (Path(a.out) / "paper_table.md").write_text(table + "\n")
+        print(table)
     return 0
 
 

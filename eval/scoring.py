@@ -4,8 +4,9 @@ Shared by `eval.evaluate` (with a model) and `eval.score` (without one). Answers
 `qlora_grpo.parsing`, the parser the GRPO rewards use:
 
 - mode ``default``: our verifier (``parsing`` mode ``default``) with the training prompt strings;
-- mode ``paper``: Med-R1's evaluation script: its evaluation prompt strings and its parser
-  (``parsing`` mode ``paper-eval``: ``<answer>\\s*(\\w+)\\s*</answer>``, exact compare).
+- mode ``paper``: Med-R1's evaluation scripts: their evaluation prompt strings and the decision of
+  the template's script (``parsing`` mode ``paper-eval``, ``parsing.MEDR1_EVAL_SCRIPT``: think
+  ``<answer>\\s*(\\w+)\\s*</answer>`` or wrong, zero-shot the raw output, exact compare).
 
 Question kinds (as the rewards): *choice* when the row has options, an answer letter and is not
 ``open``; *closed* (yes/no without options, VQA-RAD/SLAKE/PathVQA) and *open* are scored with

@@ -173,11 +173,14 @@ def make_row(
     question_type: str = "",
     dataset: str = "",
     source: str = "",
+    allow_duplicate_options: bool = False,
 ) -> dict:
     """Build one schema row, or raise `RowError` with the reason it cannot be used.
 
     For multiple choice give `options` and either the gold `answer` text or its
     `answer_letter` (the letter wins when both are given); the other is filled in.
+    Options equal up to letter case are refused unless `allow_duplicate_options` and the gold is
+    given as a letter (then nothing is ambiguous for letter scoring; Med-R1's published test files).
     """
     question = _text(question, "question")
     if not question:
@@ -202,7 +205,7 @@ def make_row(
             raise RowError(f"empty option: {options}")
         folded = [opt.casefold() for opt in options]
         duplicates = sorted({opt for opt, key in zip(options, folded) if folded.count(key) > 1})
-        if duplicates:
+        if duplicates and not (allow_duplicate_options and answer_letter):
             raise RowError(f"duplicate options: {duplicates} in {options} (the gold answer would be ambiguous)")
         if answer_letter:
             index = answer_index(answer_letter)

@@ -34,10 +34,13 @@ Modes
     with the original regexes, which are quadratic on adversarial inputs such as
     ``<think>`` + ``</think><answer>`` x 60k or ``<answer>`` x 130k.
 
-``"paper-eval"`` (Med-R1 evaluation script, byte-faithful)
-    If the output contains ``"answer"``, the answer is the first
-    ``<answer>\\s*(\\w+)\\s*</answer>`` group (``None`` when it does not match); otherwise
-    the raw output itself is the answer.  Compared exactly with the gold letter.
+``"paper-eval"`` (Med-R1 evaluation scripts, byte-faithful; one rule per template,
+    :data:`MEDR1_EVAL_RULE`, from the script named in :data:`MEDR1_EVAL_SCRIPT`)
+    ``regex`` (think; think-after, which has no script): the answer is the first
+    ``<answer>\\s*(\\w+)\\s*</answer>`` group, ``None`` when it does not match (a bare ``B``
+    is wrong).  ``raw`` (zero-shot): the raw output itself, unstripped.  ``hybrid``
+    (no-think): ``regex`` if the output contains ``"answer"``, else ``raw``.  Compared
+    exactly with the gold letter.
 
 Choice matching (:func:`match_choice`), default mode
 ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
@@ -88,6 +91,8 @@ __all__ = [
     "MAX_OPEN_CHARS",
     "MAX_TAGS",
     "MEDR1_EVAL_ANSWER_REGEX",
+    "MEDR1_EVAL_RULE",
+    "MEDR1_EVAL_SCRIPT",
     "MEDR1_FORMAT_REGEX",
     "MEDR1_TRAIN_ANSWER_REGEX",
     "MODES",
@@ -122,6 +127,20 @@ MEDR1_FORMAT_REGEX: dict[str, str] = {
 MEDR1_TRAIN_ANSWER_REGEX = r"<answer>(.*?)</answer>"
 #: Med-R1's evaluation-time answer extraction (``re.search``, no flags).
 MEDR1_EVAL_ANSWER_REGEX = r"<answer>\s*(\w+)\s*</answer>"
+
+#: Med-R1's evaluation script whose answer decision paper-eval reproduces, per template
+#: (github.com/Yuxiang-Lai117/Med-R1 @ 88d76c7, src/eval_vqa/).  Med-R1 ships no think-after
+#: script; think-after takes the think script's regex (re.search finds an answer-first block).
+#: The no-think rule is test_qwen2_5vl_vqa_nothink.py's: test_qwen2vl_vqa_nothink.py as
+#: committed compares the raw output (every ``<answer>B</answer>`` wrong), see docs/reproduce.md.
+MEDR1_EVAL_SCRIPT: dict[str, str] = {
+    "think": "test_qwen2vl_vqa.py",
+    "think-after": "test_qwen2vl_vqa.py",
+    "no-think": "test_qwen2_5vl_vqa_nothink.py",
+    "zero-shot": "test_qwen2vl_vqa_zero_shot.py",
+}
+MEDR1_EVAL_RULE: dict[str, str] = {"think": "regex", "think-after": "regex", "no-think": "hybrid",
+                                   "zero-shot": "raw"}
 
 #: More tags than this in a completion = unparseable (bounds the work on tag floods).
 MAX_TAGS = 16
@@ -304,8 +323,9 @@ def _parse_paper(text: str, template: str, mode: str) -> Parsed:
         found = medr1_train_answer(text)
         answer = found.strip() if found is not None else text.strip()
         error = None if found is not None else "no <answer> block (Med-R1 compares the whole text)"
-    else:  # paper-eval
-        if "answer" in text:
+    else:  # paper-eval: the rule of Med-R1's evaluation script for this template
+        rule = MEDR1_EVAL_RULE[template]
+        if rule == "regex" or (rule == "hybrid" and "answer" in text):
             answer = medr1_eval_answer(text)
             error = None if answer is not None else "no <answer>\\s*(\\w+)\\s*</answer> match"
         else:

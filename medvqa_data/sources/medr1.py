@@ -13,6 +13,17 @@ modality is still unknown (Med-R1's ``unknown_train.json``) take the modality
 all other rows of their sub-dataset share. ``image`` paths are relative to the
 OmniMedVQA root: ``--image-root``, else the first of ROOT and its parents where
 the images exist.
+
+Med-R1's per-dataset evaluation files (``src/eval_vqa/prompts/<dataset>_filtered_test.json``, same
+records; read when ROOT is the Med-R1 checkout or holds them) become the split ``dataset_test``,
+with the dataset from the file name: a separate selection (17,721 records, most not in the
+modality test files), so the official ``test`` split stays exactly the Splits test files.
+
+Test records (``test`` and ``dataset_test``) are all kept, including those whose options differ
+only in letter case ("Thyroid Gland", "Thyroid gland"; 4 of the 17,662 modality test records):
+the gold is a letter, so letter scoring is unambiguous, and the text matcher never awards a text
+that matches two options. They are listed in a report note. Training records with such options
+are still skipped ("duplicate options"): their option text is ambiguous as a training target.
 """
 
 from __future__ import annotations
@@ -34,6 +45,10 @@ from medvqa_data.sources.base import (
 
 AXES = ("modality", "question_type")
 _SUFFIX = re.compile(r"_(train|test|val|valid|validation)$", re.IGNORECASE)
+PER_DATASET_SUFFIX = "_filtered_test"
+PER_DATASET_SPLIT = "dataset_test"
+PER_DATASET_DIR = Path("src") / "eval_vqa" / "prompts"
+_TEST_SPLITS = ("test", PER_DATASET_SPLIT)
 _ANSWER = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.DOTALL)
 
 
@@ -58,7 +73,9 @@ def parse_problem(problem: str) -> tuple[str, list[str]]:
 
 
 def _file_info(path: Path, base: Path) -> tuple[str | None, str | None, str]:
-    """(axis, split, value) of a split file from its place in the tree."""
+    """(axis, split, value) of a split file from its place in the tree ("dataset" axis: a per-dataset file)."""
+    if path.stem.endswith(PER_DATASET_SUFFIX):
+        return "dataset", PER_DATASET_SPLIT, path.stem[: -len(PER_DATASET_SUFFIX)]
     folders = [part.lower() for part in Path(relative(path, base)).parts[:-1]]
     value = _SUFFIX.sub("", path.stem)
     axis = next((a for a in AXES if a in folders), None)
@@ -101,10 +118,13 @@ def _fill_modality_by_dataset(rows: list[dict]) -> None:
 def read(root: Path, opts: SourceOptions) -> SourceResult:
     base = root / "Splits" if (root / "Splits").is_dir() else root
     files = [base] if base.is_file() else sorted(base.rglob("*.json"))
+    if base != root and (root / PER_DATASET_DIR).is_dir():
+        files += sorted((root / PER_DATASET_DIR).glob(f"*{PER_DATASET_SUFFIX}.json"))
     if not files:
         raise DataError(f"no Med-R1 split files (*.json) under {root}")
+    names = {path: relative(path, base if base in path.parents else root) for path in files}
     info = {path: _file_info(path, base) for path in files}
-    axes = {axis for axis, _, _ in info.values() if axis}
+    axes = {axis for axis, _, _ in info.values() if axis in AXES}
     wanted = opts.split if opts.split in AXES else None
     primary = wanted if wanted in axes else ("modality" if "modality" in axes else next(iter(axes), None))
     other = next((a for a in AXES if a != primary and a in axes), None)
@@ -113,7 +133,7 @@ def read(root: Path, opts: SourceOptions) -> SourceResult:
     known_other: dict[tuple[str, str], str] = {}
     loaded: list[tuple[Path, list]] = []
     for path in files:
-        name = relative(path, base)
+        name = names[path]
         try:
             records = read_json(path)
         except RowError as exc:
@@ -129,10 +149,15 @@ def read(root: Path, opts: SourceOptions) -> SourceResult:
                     known_other[(rec["image"], rec["problem"])] = value
         else:
             loaded.append((path, records))
+    attributes: dict[tuple[str, str], tuple[str, str]] = {}  # (image, problem) -> (modality, question_type)
+    per_dataset: list[tuple[dict, tuple[str, str]]] = []
+    flagged: list[str] = []
+    dropped_duplicates = 0
     for path, records in loaded:
         axis, split, value = info[path]
         image_base = _image_base(records, candidates)
-        stem = Path(relative(path, base)).with_suffix("").as_posix()
+        stem = (Path(names[path]).with_suffix("").as_posix() if names[path] != "."
+                else path.stem)  # ROOT is the file itself
         for index, rec in enumerate(records):
             row_id = f"{stem}#{index}"
             try:
@@ -145,6 +170,8 @@ def read(root: Path, opts: SourceOptions) -> SourceResult:
                 if wrong:
                     raise RowError(f"field(s) must be strings: {', '.join(wrong)}")
                 question, options = parse_problem(rec["problem"])
+                folded = [option.casefold() for option in options]
+                case_duplicates = len(set(folded)) < len(folded)
                 match = _ANSWER.search(str(rec["solution"]))
                 if not match:
                     raise RowError(f"no <answer>...</answer> in solution: {rec['solution']!r}")
@@ -161,16 +188,37 @@ def read(root: Path, opts: SourceOptions) -> SourceResult:
                     answer_type="closed",
                     modality=value if axis == "modality" else joined,
                     question_type=value if axis == "question_type" else joined,
-                    dataset=_dataset_name(rec["image"]),
+                    dataset=value if axis == "dataset" else _dataset_name(rec["image"]),
                     source="medr1",
+                    allow_duplicate_options=split in _TEST_SPLITS,
                 )
             except RowError as exc:
                 result.skip(str(exc), id=row_id)
+                dropped_duplicates += str(exc).startswith("duplicate options")
                 continue
             if split:
                 row["_split"] = split
+            if case_duplicates:
+                flagged.append(row_id)
+            key = (rec["image"], rec["problem"])
+            if axis == "dataset":
+                per_dataset.append((row, key))
+            else:
+                attributes.setdefault(key, (row["modality"], row["question_type"]))
             result.rows.append(row)
+    for row, key in per_dataset:  # the per-dataset files carry no modality / question type: join them
+        row["modality"], row["question_type"] = attributes.get(key, ("", ""))
     _fill_modality_by_dataset(result.rows)
+    if per_dataset:
+        result.notes.append(f"{len(per_dataset)} records of Med-R1's per-dataset evaluation files "
+                            f"(*{PER_DATASET_SUFFIX}.json) in split {PER_DATASET_SPLIT!r}, dataset from the file name")
+    if dropped_duplicates:
+        result.notes.append(f"{dropped_duplicates} training record(s) skipped for options equal up to letter case "
+                            "(ambiguous as a training target; test records with such options are kept)")
+    if flagged:
+        shown = ", ".join(flagged[:20]) + (" ..." if len(flagged) > 20 else "")
+        result.notes.append(f"{len(flagged)} test record(s) kept with options equal up to letter case (gold is a "
+                            f"letter; a text answer matching two options is never awarded): {shown}")
     if primary and other:
         result.notes.append(f"rows from the Splits/{primary} tree; {other} filled in from the Splits/{other} tree")
     return result

@@ -310,7 +310,8 @@ def test_score_closed_paper(template: str, completion: str, gold: str, acc: floa
 
 
 def test_paper_eval_mode() -> None:
-    # Med-R1 eval: <answer>\s*(\w+)\s*</answer>, or the raw output if "answer" is absent
+    # Med-R1 eval scripts: think regex; no-think regex, or the raw output if "answer" is absent;
+    # zero-shot the raw output (tests/eval/test_medr1_fidelity.py property-tests all of them)
     assert score_closed("<answer> B </answer>", OPTS, "B", "no-think", "paper-eval")[0] == 1.0
     assert (
         score_closed("<answer>(B)</answer><answer>B</answer>", OPTS, "B", "no-think", "paper-eval")[0] == 1.0
@@ -319,7 +320,8 @@ def test_paper_eval_mode() -> None:
     assert score_closed("B", OPTS, "B", "zero-shot", "paper-eval")[0] == 1.0
     assert score_closed("B\n", OPTS, "B", "zero-shot", "paper-eval")[0] == 0.0  # raw, unstripped
     assert score_closed("the answer B", OPTS, "B", "zero-shot", "paper-eval")[0] == 0.0
-    assert parse_completion("answer: B", "zero-shot", "paper-eval").answer is None
+    assert parse_completion("answer: B", "zero-shot", "paper-eval").answer == "answer: B"  # raw, no regex
+    assert score_closed("B", OPTS, "B", "think", "paper-eval")[0] == 0.0  # think: no tags, wrong
 
 
 def test_medr1_extractors_match_regexes_on_examples() -> None:
