@@ -1,0 +1,516 @@
+"""A local LLM judge of reasoning quality (RARL's evaluation), pairwise win rates, and open answers.
+
+    python -m eval.judge --predictions runs/grpo/eval/predictions.jsonl --judge-model models/JUDGE \\
+        --out runs/grpo/judge [--open] [--no-rubric]
+    python -m eval.judge --compare runs/sft/eval runs/grpo/eval --judge-model models/JUDGE --out runs/judge-sft-grpo
+
+- rubric (default with --predictions): every prediction's reasoning scored 1-5 on five criteria
+  (medical correctness, consistency with the final answer, use of visible image findings, no
+  hallucinated findings, clarity) as strict JSON;
+- --open: open questions (VQA-RAD/SLAKE/PathVQA): does the prediction mean the same as the gold
+  answer? Reported next to exact match and token F1, with their agreement;
+- --compare BASELINE CANDIDATE: the judge picks the better reasoning of the same row, shown in both
+  orders; a win counts only when both orders agree. Win/tie/loss rates of CANDIDATE, bootstrap CIs.
+
+The judge is any local transformers checkpoint: a Qwen2-VL/Qwen2.5-VL or other vision-language
+model sees the image; a text-only chat model judges from the text. Greedy, batched (left padding),
+resumable (judgements_<task>.jsonl caches every reply, keyed by judge + rendered prompt), with a
+progress bar. A reply that is not the JSON asked for gets one repair prompt (--retries), then is
+counted as unparsable; nothing crashes. Prompts are the editable files in eval/prompts/ (or
+--prompts-dir). Writes metrics.json, report.md, judge.png. See docs/eval.md ("LLM judge").
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import sys
+from pathlib import Path
+
+from eval.judge_metrics import (
+    TASKS,
+    VerdictError,
+    open_metrics,
+    pairwise_metrics,
+    parse_verdict,
+    rubric_metrics,
+)
+from eval.scoring import read_predictions, score_record
+from medvqa_data.errors import DataError
+from qlora_grpo.errors import UserError
+
+PROMPTS_DIR = Path(__file__).parent / "prompts"
+PROMPT_FILES = {"rubric": "judge_rubric.txt", "pairwise": "judge_pairwise.txt", "open": "judge_open.txt",
+                "repair": "judge_repair.txt"}
+IMAGE_NOTE = {True: "The medical image the question is about is attached.",
+              False: "You cannot see the image: judge the use of image findings from the question and the "
+                     "reasoning alone, and do not reward findings that cannot be checked."}
+SCHEMA_VERSION = 1
+
+
+# ----------------------------------------------------------------------------- prompts
+def load_prompts(prompts_dir: str | Path | None = None) -> dict[str, str]:
+    """The prompt templates: a file of `prompts_dir` where present, else the bundled one."""
+    out = {}
+    for name, file in PROMPT_FILES.items():
+        user = Path(prompts_dir) / file if prompts_dir else None
+        out[name] = (user if user and user.is_file() else PROMPTS_DIR / file).read_text(encoding="utf-8")
+    return out
+
+
+def prompt_hash(prompts: dict[str, str], tasks) -> str:
+    """sha256 of the templates a run used (its task prompts and the repair prompt)."""
+    h = hashlib.sha256()
+    for name in sorted({*tasks, "repair"}):
+        h.update(f"{name}\0{prompts[name]}\0".encode())
+    return h.hexdigest()
+
+
+def render(template: str, **values: str) -> str:
+    """Fill `{name}` placeholders in one pass (values may contain braces; JSON examples are left alone)."""
+    return re.sub(r"\{(\w+)\}", lambda m: str(values[m.group(1)]) if m.group(1) in values else m.group(0), template)
+
+
+def _letter_text(rec: dict, letter: str | None) -> str | None:
+    opts = list(rec.get("options") or [])
+    if letter and len(letter) == 1 and 0 <= ord(letter.upper()) - 65 < len(opts):
+        return f"{letter.upper()}) {opts[ord(letter.upper()) - 65]}"
+    return letter
+
+
+def options_text(rec: dict) -> str:
+    opts = list(rec.get("options") or [])
+    if not opts or (rec.get("answer_type") or "closed") == "open":
+        return "Options: none (answer in free text)"
+    return "Options: " + ", ".join(f"{chr(65 + i)}) {o}" for i, o in enumerate(opts))
+
+
+def reference_text(rec: dict) -> str:
+    if rec.get("options") and rec.get("answer_letter") and (rec.get("answer_type") or "closed") != "open":
+        return _letter_text(rec, rec["answer_letter"]) or str(rec.get("answer"))
+    return str(rec.get("answer") or "")
+
+
+def reasoning_text(rec: dict) -> str:
+    """The `<think>` text; the whole completion when there is none (no-think templates); never empty."""
+    text = (rec.get("reasoning") or rec.get("completion") or "").strip()
+    return text or "(no reasoning given)"
+
+
+def final_answer_text(rec: dict) -> str:
+    parsed = rec.get("parsed")
+    if parsed in (None, ""):
+        return "(no parseable answer)"
+    return _letter_text(rec, str(parsed)) if rec.get("options") else str(parsed)
+
+
+def rubric_prompt(template: str, rec: dict, vlm_image: bool) -> str:
+    return render(template, image_note=IMAGE_NOTE[vlm_image], question=rec.get("question") or "(not available)",
+                  options=options_text(rec), reference=reference_text(rec), reasoning=reasoning_text(rec),
+                  final_answer=final_answer_text(rec))
+
+
+def pairwise_prompt(template: str, first: dict, second: dict, vlm_image: bool) -> str:
+    """`first` is shown as A, `second` as B."""
+    return render(template, image_note=IMAGE_NOTE[vlm_image], question=first.get("question") or "(not available)",
+                  options=options_text(first), reference=reference_text(first),
+                  reasoning_a=reasoning_text(first), final_answer_a=final_answer_text(first),
+                  reasoning_b=reasoning_text(second), final_answer_b=final_answer_text(second))
+
+
+def open_prompt(template: str, rec: dict, vlm_image: bool) -> str:
+    return render(template, image_note=IMAGE_NOTE[vlm_image], question=rec.get("question") or "(not available)",
+                  reference=str(rec.get("answer") or ""), prediction=final_answer_text(rec))
+
+
+# ----------------------------------------------------------------------------- the judge model
+class Judge:
+    """A loaded judge: greedy, batched, left-padded generation from one user turn (+ image for VLMs)."""
+
+    def __init__(self, model, processor, name: str, vlm: bool, max_new_tokens: int, suppress=(),
+                 min_pixels: int = 3136, max_pixels: int = 401408):
+        self.model, self.processor, self.name, self.vlm = model, processor, name, vlm
+        self.max_new_tokens, self.suppress = max_new_tokens, list(suppress)
+        self.min_pixels, self.max_pixels = min_pixels, max_pixels
+
+    def _text(self, prompt: str, with_image: bool) -> str:
+        tok = getattr(self.processor, "tokenizer", self.processor)
+        if not (getattr(self.processor, "chat_template", None) or getattr(tok, "chat_template", None)):
+            return prompt  # a base model without a chat template: the raw prompt
+        content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": prompt}]
+        msgs = [{"role": "user", "content": content if self.vlm else prompt}]
+        return self.processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+
+    def generate(self, prompts: list[str], images: list[str | None]) -> list[str]:
+        import torch
+
+        from medvqa_data.dataset import load_row_image
+
+        pics = [load_row_image(p, self.min_pixels, self.max_pixels) if p else None for p in images]
+        texts = [self._text(p, im is not None) for p, im in zip(prompts, pics)]
+        if self.vlm:
+            given = [im for im in pics if im is not None]
+            inputs = self.processor(text=texts, images=given or None, padding=True, return_tensors="pt")
+        else:
+            inputs = self.processor(texts, padding=True, return_tensors="pt", add_special_tokens=False)
+        inputs = inputs.to(self.model.device)
+        kw = {"suppress_tokens": self.suppress} if self.suppress else {}
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, do_sample=False, max_new_tokens=self.max_new_tokens,
+                                      temperature=None, top_p=None, top_k=None, **kw)
+        tok = getattr(self.processor, "tokenizer", self.processor)
+        return tok.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def load_judge(path: str, max_new_tokens: int = 256, quantization: str = "none", min_pixels: int = 3136,
+               max_pixels: int = 401408) -> Judge:
+    """Any local transformers checkpoint: Qwen2(-.5)-VL through qlora_grpo.model, another VLM through
+    AutoModelForImageTextToText, a text-only chat model through AutoModelForCausalLM."""
+    from qlora_grpo import cpu_compat
+
+    cpu_compat.setup_env()
+    from transformers import AutoConfig
+
+    from qlora_grpo.model import (
+        SUPPORTED_MODEL_TYPES,
+        load_for_inference,
+        resolve_model_path,
+        vision_special_token_ids,
+    )
+
+    path = resolve_model_path(path)
+    cfg = AutoConfig.from_pretrained(path, trust_remote_code=False)
+    name = Path(path).name
+    if cfg.model_type in SUPPORTED_MODEL_TYPES:
+        model, proc = load_for_inference(path, quantization=quantization, min_pixels=min_pixels,
+                                         max_pixels=max_pixels)
+        return Judge(model, proc, name, True, max_new_tokens, vision_special_token_ids(proc), min_pixels, max_pixels)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
+
+    kw: dict = {"dtype": "auto", "trust_remote_code": False}
+    if quantization == "nf4":
+        from transformers import BitsAndBytesConfig
+
+        kw["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                       bnb_4bit_compute_dtype=torch.bfloat16)
+    if cpu_compat.has_cuda():
+        kw["device_map"] = {"": 0}
+    vlm = getattr(cfg, "vision_config", None) is not None
+    if vlm:
+        proc = AutoProcessor.from_pretrained(path, padding_side="left")
+        model = AutoModelForImageTextToText.from_pretrained(path, **kw)
+    else:
+        proc = AutoTokenizer.from_pretrained(path, padding_side="left")
+        model = AutoModelForCausalLM.from_pretrained(path, **kw)
+    tok = getattr(proc, "tokenizer", proc)
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model.eval()
+    return Judge(model, proc, name, vlm, max_new_tokens, (), min_pixels, max_pixels)
+
+
+# ----------------------------------------------------------------------------- cached, repaired judging
+def _key(judge_id: str, prompt: str, image: str | None) -> str:
+    return hashlib.sha256(f"{judge_id}\0{image or ''}\0{prompt}".encode()).hexdigest()[:24]
+
+
+def _read_cache(path: Path) -> dict[str, dict]:
+    recs = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill is redone
+            if isinstance(r, dict) and "key" in r and "replies" in r:
+                recs[r["key"]] = r
+    return recs
+
+
+def run_items(task: str, items: list[dict], get_judge, cache: Path, repair: str, judge_id: str,
+              batch_size: int = 4, retries: int = 1, progress: bool = True) -> dict[str, dict]:
+    """Judge `items` ({"id", "order"?, "prompt", "image"}) -> {key: {"key", "id", "order", "replies",
+    "verdict" (dict | None), "error"}}. Cached replies are reused; the judge is loaded only if needed."""
+    from tqdm import tqdm
+
+    for it in items:
+        it["key"] = _key(judge_id, it["prompt"], it.get("image"))
+    done = _read_cache(cache)
+    todo = [it for it in items if it["key"] not in done]
+    bar = tqdm(total=len(items), initial=len(items) - len(todo), desc=f"judge {task}", unit="item",
+               disable=not progress, file=sys.stderr)
+    with cache.open("a", encoding="utf-8") as f:
+        for i in range(0, len(todo), batch_size):
+            batch = todo[i:i + batch_size]
+            judge = get_judge()
+            replies = judge.generate([it["prompt"] for it in batch], [it.get("image") for it in batch])
+            recs = [{"key": it["key"], "id": it["id"], "order": it.get("order"), "replies": [r], "verdict": None,
+                     "error": None} for it, r in zip(batch, replies)]
+            for attempt in range(retries + 1):
+                failed = []
+                for it, rec in zip(batch, recs):
+                    if rec["verdict"] is not None or len(rec["replies"]) != attempt + 1:
+                        continue
+                    try:
+                        rec["verdict"], rec["error"] = parse_verdict(rec["replies"][-1], task), None
+                    except VerdictError as e:
+                        rec["error"] = str(e)
+                        failed.append((it, rec))
+                if not failed or attempt == retries:
+                    break
+                fixes = judge.generate([render(repair, error=rec["error"], task=it["prompt"],
+                                               reply=rec["replies"][-1][:2000]) for it, rec in failed],
+                                       [it.get("image") for it, _ in failed])
+                for (_, rec), reply in zip(failed, fixes):
+                    rec["replies"].append(reply)
+            for rec in recs:
+                done[rec["key"]] = rec
+                f.write(json.dumps(rec) + "\n")
+            f.flush()
+            bar.update(len(batch))
+    bar.close()
+    keep = {it["key"]: done[it["key"]] for it in items}
+    tmp = cache.with_suffix(".jsonl.tmp")  # the cache ends holding exactly this run's items
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in keep.values()), encoding="utf-8")
+    tmp.replace(cache)
+    return keep
+
+
+# ----------------------------------------------------------------------------- inputs
+def predictions_file(path: str | Path) -> Path:
+    """A predictions.jsonl, or an eval dir / run dir holding one (DIR/predictions.jsonl, DIR/eval/...)."""
+    p = Path(path)
+    for cand in (p, p / "predictions.jsonl", p / "eval" / "predictions.jsonl"):
+        if cand.is_file():
+            return cand
+    raise UserError(f"{p}: no predictions file (looked for {p / 'predictions.jsonl'}); make one with "
+                    "python -m eval.evaluate")
+
+
+def load_records(path: Path, data: str | None, split: str | None, limit: int | None) -> list[dict]:
+    """Scored prediction records with `question` and `image` (path) joined from the prepared data:
+    --data/--split, else the eval_config.json next to the predictions (written by eval.evaluate)."""
+    recs, bad = read_predictions(path, strict=True)
+    if bad:
+        print(f"warning: {path}: {len(bad)} malformed line(s) skipped (first: line {bad[0]['line']}: "
+              f"{bad[0]['error']})", file=sys.stderr)
+    if not recs:
+        raise UserError(f"{path}: no usable prediction records")
+    recs = recs[:limit] if limit else recs
+    cfg_file = path.parent / "eval_config.json"
+    cfg = json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
+    out = []
+    for r in recs:
+        if "reasoning" not in r or "parsed" not in r:  # a bare file (e.g. the calibration set): parse it
+            r = {**r, **score_record(r, r["completion"], r.get("template") or "think")}
+        out.append(r)
+    data = data or cfg.get("data")
+    if data and Path(data).exists():
+        from medvqa_data.schema import load_prepared
+
+        ds = load_prepared(data, split or cfg.get("split") or "test")
+        rows = {str(i): (q, im) for i, q, im in zip(ds["id"], ds["question"], ds["image"])}
+        for r in out:
+            q, im = rows.get(str(r["id"]), (None, None))
+            r.setdefault("question", q)
+            r.setdefault("image", im)
+    missing = sum(not r.get("question") for r in out)
+    if missing:
+        print(f"warning: {missing} of {len(out)} records have no question text (pass --data PREPARED_DIR so the "
+              "judge sees the questions and images)", file=sys.stderr)
+    return out
+
+
+def _image(rec: dict, use_images: bool) -> str | None:
+    im = rec.get("image") if use_images else None
+    return im if isinstance(im, str) and Path(im).is_file() else None
+
+
+def _meta(rec: dict) -> dict:
+    return {k: rec.get(k) for k in ("id", "modality", "question_type", "dataset", "correct", "exact", "f1", "label")}
+
+
+# ----------------------------------------------------------------------------- the three tasks
+def judge_run(out: str | Path, judge_model: str, predictions: str | None = None, compare: list[str] | None = None,
+              rubric: bool = True, open_answers: bool = False, data: str | None = None, split: str | None = None,
+              names: list[str] | None = None, prompts_dir: str | None = None, batch_size: int = 4,
+              max_new_tokens: int = 256, retries: int = 1, limit: int | None = None, images: bool = True,
+              quantization: str = "none", min_pixels: int = 3136, max_pixels: int = 401408,
+              progress: bool = True, plot: bool = True) -> dict:
+    """Run the requested tasks and write metrics.json, report.md, judge.png and the caches into `out`."""
+    from eval.compare import default_name
+    from eval.judge_report import judge_figure, markdown_report
+
+    out = Path(out)
+    if out.is_file():
+        raise UserError(f"--out {out} is a file; give a directory")
+    if bool(predictions) == bool(compare):
+        raise UserError("give either --predictions FILE (rubric / --open) or --compare BASELINE CANDIDATE")
+    if compare and len(compare) != 2:
+        raise UserError(f"--compare takes two eval dirs (baseline, candidate), got {len(compare)}")
+    tasks = ["pairwise"] if compare else [t for t, on in (("rubric", rubric), ("open", open_answers)) if on]
+    if not tasks:
+        raise UserError("nothing to do: --no-rubric without --open")
+    if prompts_dir and not Path(prompts_dir).is_dir():
+        raise UserError(f"--prompts-dir {prompts_dir}: no such directory")
+    prompts = load_prompts(prompts_dir)
+    if not (Path(judge_model) / "config.json").is_file():
+        raise UserError(f"--judge-model {judge_model}: not a local checkpoint dir (no config.json); give the "
+                        "directory of a downloaded transformers model")
+    judge_path = str(Path(judge_model).resolve())
+    loaded: list[Judge] = []
+
+    def get_judge() -> Judge:
+        if not loaded:
+            loaded.append(load_judge(judge_model, max_new_tokens, quantization, min_pixels, max_pixels))
+        return loaded[0]
+
+    from qlora_grpo import cpu_compat
+
+    cpu_compat.setup_env()  # before transformers imports triton
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(judge_path)
+    vlm = getattr(cfg, "vision_config", None) is not None
+    use_images = images and vlm
+    judge_id = f"{judge_path}|{max_new_tokens}|{use_images}"
+    out.mkdir(parents=True, exist_ok=True)
+    metrics: dict = {"schema_version": SCHEMA_VERSION, "judge": {
+        "model": judge_path, "name": Path(judge_path).name, "vision": vlm, "images_shown": use_images,
+        "max_new_tokens": max_new_tokens, "retries": retries, "greedy": True,
+        "prompt_sha256": prompt_hash(prompts, tasks), "prompts_dir": str(prompts_dir or PROMPTS_DIR)}, "sources": {}}
+    run = dict(get_judge=get_judge, repair=prompts["repair"], judge_id=judge_id, batch_size=batch_size,
+               retries=retries, progress=progress)
+    if compare:
+        files = [predictions_file(c) for c in compare]
+        runs = names or [default_name(f.parent) for f in files]
+        if len(runs) != 2:
+            raise UserError(f"--names needs two names (baseline,candidate), got {len(runs)}")
+        if runs[0] == runs[1]:
+            runs = [runs[0], f"{runs[1]}#2"]
+        a, b = ({str(r["id"]): r for r in load_records(f, data, split, None)} for f in files)
+        ids = [i for i in a if i in b][:limit] if limit else [i for i in a if i in b]
+        if not ids:
+            raise UserError(f"{files[0]} and {files[1]} have no prediction ids in common")
+        items = []
+        for i in ids:
+            im = _image(a[i], use_images)
+            items.append({"id": i, "order": "ab", "image": im,
+                          "prompt": pairwise_prompt(prompts["pairwise"], a[i], b[i], im is not None)})
+            items.append({"id": i, "order": "ba", "image": im,
+                          "prompt": pairwise_prompt(prompts["pairwise"], b[i], a[i], im is not None)})
+        got = run_items("pairwise", items, cache=out / "judgements_pairwise.jsonl", **run)
+        by = {(it["id"], it["order"]): got[it["key"]]["verdict"] for it in items}
+        rows = [{**_meta(a[i]), "ab": by[(i, "ab")], "ba": by[(i, "ba")]} for i in ids]
+        metrics["pairwise"] = pairwise_metrics(rows, runs)
+        metrics["sources"] = {"baseline": str(files[0]), "candidate": str(files[1])}
+    else:
+        path = predictions_file(predictions)
+        recs = load_records(path, data, split, limit)
+        metrics["sources"] = {"predictions": str(path)}
+        if "rubric" in tasks:
+            items = []
+            for r in recs:
+                im = _image(r, use_images)
+                items.append({"id": str(r["id"]), "image": im, "prompt": rubric_prompt(prompts["rubric"], r, im is not None)})
+            got = run_items("rubric", items, cache=out / "judgements_rubric.jsonl", **run)
+            metrics["rubric"] = rubric_metrics([{**_meta(r), "verdict": got[it["key"]]["verdict"]}
+                                                for r, it in zip(recs, items)])
+        if "open" in tasks:
+            opened = [r for r in recs if (r.get("answer_type") or "closed") == "open"]
+            items = []
+            for r in opened:
+                im = _image(r, use_images)
+                items.append({"id": str(r["id"]), "image": im, "prompt": open_prompt(prompts["open"], r, im is not None)})
+            got = run_items("open", items, cache=out / "judgements_open.jsonl", **run)
+            metrics["open"] = open_metrics([{**_meta(r), "verdict": got[it["key"]]["verdict"]}
+                                            for r, it in zip(opened, items)])
+    old_file = out / "metrics.json"
+    if old_file.is_file():  # keep the other tasks' sections of an earlier run with the same judge
+        try:
+            old = json.loads(old_file.read_text())
+        except json.JSONDecodeError:
+            old = {}
+        if isinstance(old, dict) and (old.get("judge") or {}).get("model") == judge_path:
+            for t in TASKS:
+                if t not in metrics and t in old:
+                    metrics[t] = old[t]
+    title = f"LLM-judge evaluation ({metrics['judge']['name']})"
+    figure = None
+    if plot:
+        judge_figure(metrics, out / "judge.png", title=title)
+        figure = "judge.png"
+    (out / "report.md").write_text(markdown_report(metrics, title, figure) + "\n")
+    tmp = out / "metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    tmp.replace(out / "metrics.json")
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m eval.judge", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--predictions", help="predictions.jsonl of eval.evaluate (or its eval dir)")
+    src.add_argument("--compare", nargs=2, metavar=("BASELINE", "CANDIDATE"),
+                     help="two eval dirs (or predictions files) judged pairwise on their common ids")
+    p.add_argument("--judge-model", required=True, help="local checkpoint dir of the judge (chat LLM or VLM)")
+    p.add_argument("--out", required=True, help="output dir (metrics.json, report.md, judge.png, caches)")
+    p.add_argument("--open", action="store_true", help="also grade open answers against the gold answer")
+    p.add_argument("--no-rubric", action="store_true", help="skip the rubric scoring (with --open: open only)")
+    p.add_argument("--names", default=None, help="with --compare: two display names, comma-separated")
+    p.add_argument("--data", default=None, help="prepared data dir for questions/images (default: from "
+                                                "the eval_config.json next to the predictions)")
+    p.add_argument("--split", default=None)
+    p.add_argument("--prompts-dir", default=None, help="dir with your own judge_*.txt prompts (missing files: "
+                                                       "the bundled ones)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--retries", type=int, default=1, help="repair prompts after an unusable reply")
+    p.add_argument("--limit", type=int, default=None, help="judge the first N rows only")
+    p.add_argument("--no-images", action="store_true", help="do not show images to a VLM judge")
+    p.add_argument("--quantization", default="none", choices=("none", "nf4"))
+    p.add_argument("--min-pixels", type=int, default=3136)
+    p.add_argument("--max-pixels", type=int, default=401408)
+    a = p.parse_args(argv)
+    if a.batch_size < 1 or a.max_new_tokens < 1 or a.retries < 0 or (a.limit is not None and a.limit < 1):
+        p.error("--batch-size, --max-new-tokens and --limit must be positive, --retries >= 0")
+    names = [n.strip() for n in a.names.split(",")] if a.names else None
+    try:
+        m = judge_run(a.out, a.judge_model, predictions=a.predictions, compare=a.compare, rubric=not a.no_rubric,
+                      open_answers=a.open, data=a.data, split=a.split, names=names, prompts_dir=a.prompts_dir,
+                      batch_size=a.batch_size, max_new_tokens=a.max_new_tokens, retries=a.retries, limit=a.limit,
+                      images=not a.no_images, quantization=a.quantization, min_pixels=a.min_pixels,
+                      max_pixels=a.max_pixels)
+    except (UserError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for line in summary_lines(m):
+        print(line)
+    print(f"wrote metrics.json, report.md, judge.png to {a.out}")
+    return 0
+
+
+def summary_lines(m: dict) -> list[str]:
+    lines = []
+    if "rubric" in m:
+        r = m["rubric"]
+        lines.append(f"rubric: mean {r['mean']} / 5 over {r['n_judged']} judged; unparsable {r['n_unparsable']} "
+                     f"of {r['n']}")
+    if "open" in m:
+        o = m["open"]
+        lines.append(f"open: judge match {o['judge_match']['rate']}, exact match {o['exact_match']}, agreement "
+                     f"{o['agreement_exact']}; unparsable {o['n_unparsable']} of {o['n']}")
+    if "pairwise" in m:
+        w = m["pairwise"]
+        lines.append(f"pairwise {w['candidate']} vs {w['baseline']}: win {w['win']['rate']} tie {w['tie']['rate']} "
+                     f"loss {w['loss']['rate']}; unparsable {w['n_unparsable']} of {w['n']}")
+    return lines
+
+
+if __name__ == "__main__":
+    sys.exit(main())
