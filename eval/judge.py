@@ -369,13 +369,10 @@ def judge_run(out: str | Path, judge_model: str, predictions: str | None = None,
             loaded.append(load_judge(judge_model, max_new_tokens, quantization, min_pixels, max_pixels))
         return loaded[0]
 
-    from qlora_grpo import cpu_compat
-
-    cpu_compat.setup_env()  # before transformers imports triton
-    from transformers import AutoConfig
-
-    cfg = AutoConfig.from_pretrained(judge_path)
-    vlm = getattr(cfg, "vision_config", None) is not None
+    try:  # read directly (no transformers import before load_judge sets up the environment)
+        vlm = "vision_config" in json.loads((Path(judge_path) / "config.json").read_text())
+    except (json.JSONDecodeError, TypeError) as e:
+        raise UserError(f"--judge-model {judge_model}: config.json is not a JSON object ({e})") from None
     use_images = images and vlm
     judge_id = f"{judge_path}|{max_new_tokens}|{use_images}"
     out.mkdir(parents=True, exist_ok=True)
