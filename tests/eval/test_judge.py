@@ -383,3 +383,22 @@ def test_tiny_judge_all_modes_cli(tiny_model, sample_prepared, tmp_path):
     assert r.returncode == 0, r.stderr
     w = json.loads((tmp_path / "p" / "metrics.json").read_text())["pairwise"]
     assert (w["n"], w["n_unparsable"], w["win"]["rate"]) == (2, 2, None)
+
+
+def test_compare_includes_judge_scores(scripted, tmp_path):
+    from eval.compare import compare
+    from eval.judge import main
+    from eval.metrics import compute_metrics
+    from eval.scoring import score_record
+
+    install, model = scripted
+    install(_rubric_reply)
+    for run in ("sft", "grpo"):
+        preds = _write(tmp_path / run / "eval" / "predictions.jsonl", RUBRIC_RECS)
+        m = compute_metrics([score_record(r, r["completion"], "think") for r in RUBRIC_RECS])
+        (tmp_path / run / "eval" / "metrics.json").write_text(json.dumps(m))
+    assert main(["--predictions", str(preds), "--judge-model", str(model), "--out", str(tmp_path / "grpo" / "judge")]) == 0
+    cmp = compare([str(tmp_path / "sft"), str(tmp_path / "grpo" / "eval")], tmp_path / "cmp")
+    assert list(cmp["judge"]) == ["grpo"] and cmp["judge"]["grpo"]["rubric_mean"] == 2.8
+    md = (tmp_path / "cmp" / "compare.md").read_text()
+    assert "## LLM-judge scores" in md and "| grpo | judge-model (`" in md and "| 2.80 |" in md
