@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -37,180 +36,21 @@ from eval.judge_metrics import (
     parse_verdict,
     rubric_metrics,
 )
+from eval.judge_model import Judge, load_judge
+from eval.judge_prompts import (
+    PROMPTS_DIR,
+    load_prompts,
+    open_prompt,
+    pairwise_prompt,
+    prompt_hash,
+    render,
+    rubric_prompt,
+)
 from eval.scoring import read_predictions, score_record
 from medvqa_data.errors import DataError
 from qlora_grpo.errors import UserError
 
-PROMPTS_DIR = Path(__file__).parent / "prompts"
-PROMPT_FILES = {"rubric": "judge_rubric.txt", "pairwise": "judge_pairwise.txt", "open": "judge_open.txt",
-                "repair": "judge_repair.txt"}
-IMAGE_NOTE = {True: "The medical image the question is about is attached.",
-              False: "You cannot see the image: judge the use of image findings from the question and the "
-                     "reasoning alone, and do not reward findings that cannot be checked."}
 SCHEMA_VERSION = 1
-
-
-# ----------------------------------------------------------------------------- prompts
-def load_prompts(prompts_dir: str | Path | None = None) -> dict[str, str]:
-    """The prompt templates: a file of `prompts_dir` where present, else the bundled one."""
-    out = {}
-    for name, file in PROMPT_FILES.items():
-        user = Path(prompts_dir) / file if prompts_dir else None
-        out[name] = (user if user and user.is_file() else PROMPTS_DIR / file).read_text(encoding="utf-8")
-    return out
-
-
-def prompt_hash(prompts: dict[str, str], tasks) -> str:
-    """sha256 of the templates a run used (its task prompts and the repair prompt)."""
-    h = hashlib.sha256()
-    for name in sorted({*tasks, "repair"}):
-        h.update(f"{name}\0{prompts[name]}\0".encode())
-    return h.hexdigest()
-
-
-def render(template: str, **values: str) -> str:
-    """Fill `{name}` placeholders in one pass (values may contain braces; JSON examples are left alone)."""
-    return re.sub(r"\{(\w+)\}", lambda m: str(values[m.group(1)]) if m.group(1) in values else m.group(0), template)
-
-
-def _letter_text(rec: dict, letter: str | None) -> str | None:
-    opts = list(rec.get("options") or [])
-    if letter and len(letter) == 1 and 0 <= ord(letter.upper()) - 65 < len(opts):
-        return f"{letter.upper()}) {opts[ord(letter.upper()) - 65]}"
-    return letter
-
-
-def options_text(rec: dict) -> str:
-    opts = list(rec.get("options") or [])
-    if not opts or (rec.get("answer_type") or "closed") == "open":
-        return "Options: none (answer in free text)"
-    return "Options: " + ", ".join(f"{chr(65 + i)}) {o}" for i, o in enumerate(opts))
-
-
-def reference_text(rec: dict) -> str:
-    if rec.get("options") and rec.get("answer_letter") and (rec.get("answer_type") or "closed") != "open":
-        return _letter_text(rec, rec["answer_letter"]) or str(rec.get("answer"))
-    return str(rec.get("answer") or "")
-
-
-def reasoning_text(rec: dict) -> str:
-    """The `<think>` text; the whole completion when there is none (no-think templates); never empty."""
-    text = (rec.get("reasoning") or rec.get("completion") or "").strip()
-    return text or "(no reasoning given)"
-
-
-def final_answer_text(rec: dict) -> str:
-    parsed = rec.get("parsed")
-    if parsed in (None, ""):
-        return "(no parseable answer)"
-    return _letter_text(rec, str(parsed)) if rec.get("options") else str(parsed)
-
-
-def rubric_prompt(template: str, rec: dict, vlm_image: bool) -> str:
-    return render(template, image_note=IMAGE_NOTE[vlm_image], question=rec.get("question") or "(not available)",
-                  options=options_text(rec), reference=reference_text(rec), reasoning=reasoning_text(rec),
-                  final_answer=final_answer_text(rec))
-
-
-def pairwise_prompt(template: str, first: dict, second: dict, vlm_image: bool) -> str:
-    """`first` is shown as A, `second` as B."""
-    return render(template, image_note=IMAGE_NOTE[vlm_image], question=first.get("question") or "(not available)",
-                  options=options_text(first), reference=reference_text(first),
-                  reasoning_a=reasoning_text(first), final_answer_a=final_answer_text(first),
-                  reasoning_b=reasoning_text(second), final_answer_b=final_answer_text(second))
-
-
-def open_prompt(template: str, rec: dict, vlm_image: bool) -> str:
-    return render(template, image_note=IMAGE_NOTE[vlm_image], question=rec.get("question") or "(not available)",
-                  reference=str(rec.get("answer") or ""), prediction=final_answer_text(rec))
-
-
-# ----------------------------------------------------------------------------- the judge model
-class Judge:
-    """A loaded judge: greedy, batched, left-padded generation from one user turn (+ image for VLMs)."""
-
-    def __init__(self, model, processor, name: str, vlm: bool, max_new_tokens: int, suppress=(),
-                 min_pixels: int = 3136, max_pixels: int = 401408):
-        self.model, self.processor, self.name, self.vlm = model, processor, name, vlm
-        self.max_new_tokens, self.suppress = max_new_tokens, list(suppress)
-        self.min_pixels, self.max_pixels = min_pixels, max_pixels
-
-    def _text(self, prompt: str, with_image: bool) -> str:
-        tok = getattr(self.processor, "tokenizer", self.processor)
-        if not (getattr(self.processor, "chat_template", None) or getattr(tok, "chat_template", None)):
-            return prompt  # a base model without a chat template: the raw prompt
-        content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": prompt}]
-        msgs = [{"role": "user", "content": content if self.vlm else prompt}]
-        return self.processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
-
-    def generate(self, prompts: list[str], images: list[str | None]) -> list[str]:
-        import torch
-
-        from medvqa_data.dataset import load_row_image
-
-        pics = [load_row_image(p, self.min_pixels, self.max_pixels) if p else None for p in images]
-        texts = [self._text(p, im is not None) for p, im in zip(prompts, pics)]
-        if self.vlm:
-            given = [im for im in pics if im is not None]
-            inputs = self.processor(text=texts, images=given or None, padding=True, return_tensors="pt")
-        else:
-            inputs = self.processor(texts, padding=True, return_tensors="pt", add_special_tokens=False)
-        inputs = inputs.to(self.model.device)
-        kw = {"suppress_tokens": self.suppress} if self.suppress else {}
-        with torch.inference_mode():
-            out = self.model.generate(**inputs, do_sample=False, max_new_tokens=self.max_new_tokens,
-                                      temperature=None, top_p=None, top_k=None, **kw)
-        tok = getattr(self.processor, "tokenizer", self.processor)
-        return tok.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-
-
-def load_judge(path: str, max_new_tokens: int = 256, quantization: str = "none", min_pixels: int = 3136,
-               max_pixels: int = 401408) -> Judge:
-    """Any local transformers checkpoint: Qwen2(-.5)-VL through qlora_grpo.model, another VLM through
-    AutoModelForImageTextToText, a text-only chat model through AutoModelForCausalLM."""
-    from qlora_grpo import cpu_compat
-
-    cpu_compat.setup_env()
-    from transformers import AutoConfig
-
-    from qlora_grpo.model import (
-        SUPPORTED_MODEL_TYPES,
-        load_for_inference,
-        resolve_model_path,
-        vision_special_token_ids,
-    )
-
-    path = resolve_model_path(path)
-    cfg = AutoConfig.from_pretrained(path, trust_remote_code=False)
-    name = Path(path).name
-    if cfg.model_type in SUPPORTED_MODEL_TYPES:
-        model, proc = load_for_inference(path, quantization=quantization, min_pixels=min_pixels,
-                                         max_pixels=max_pixels)
-        return Judge(model, proc, name, True, max_new_tokens, vision_special_token_ids(proc), min_pixels, max_pixels)
-    import torch
-    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
-
-    kw: dict = {"dtype": "auto", "trust_remote_code": False}
-    if quantization == "nf4":
-        from transformers import BitsAndBytesConfig
-
-        kw["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                                       bnb_4bit_compute_dtype=torch.bfloat16)
-    if cpu_compat.has_cuda():
-        kw["device_map"] = {"": 0}
-    vlm = getattr(cfg, "vision_config", None) is not None
-    if vlm:
-        proc = AutoProcessor.from_pretrained(path, padding_side="left")
-        model = AutoModelForImageTextToText.from_pretrained(path, **kw)
-    else:
-        proc = AutoTokenizer.from_pretrained(path, padding_side="left")
-        model = AutoModelForCausalLM.from_pretrained(path, **kw)
-    tok = getattr(proc, "tokenizer", proc)
-    tok.padding_side = "left"
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    model.eval()
-    return Judge(model, proc, name, vlm, max_new_tokens, (), min_pixels, max_pixels)
 
 
 # ----------------------------------------------------------------------------- cached, repaired judging

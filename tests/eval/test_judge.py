@@ -269,7 +269,8 @@ def test_calibration_set_is_balanced_and_hand_labelled():
 
 
 def test_rubric_prompt_renders_the_calibration_set():
-    from eval.judge import IMAGE_NOTE, load_prompts, load_records, rubric_prompt
+    from eval.judge import load_records
+    from eval.judge_prompts import IMAGE_NOTE, load_prompts, rubric_prompt
 
     template = load_prompts()["rubric"]
     recs = load_records(CALIBRATION, None, None, None)
@@ -364,6 +365,27 @@ def test_tiny_judge_unparsable_output_is_counted(tiny_model, sample_prepared, tm
     cache = [json.loads(x) for x in (out / "judgements_rubric.jsonl").read_text().splitlines()]
     assert len(cache[0]["replies"]) == 2 and cache[0]["verdict"] is None and cache[0]["error"]
     assert "unparsable judge replies: 1 = 100.0%" in (out / "report.md").read_text()
+
+
+def test_tiny_text_only_judge(tiny_model, tmp_path, one_thread):
+    """A text-only chat checkpoint (AutoModelForCausalLM, random) judges the calibration texts without images."""
+    import torch
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    from eval.judge import main
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=1)).save_pretrained(tmp_path / "llm")
+    tok.save_pretrained(tmp_path / "llm")
+    out = tmp_path / "judge"
+    assert main(["--predictions", str(CALIBRATION), "--judge-model", str(tmp_path / "llm"), "--out", str(out),
+                 "--limit", "2", "--max-new-tokens", "3", "--batch-size", "2"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["judge"]["vision"] is False and m["judge"]["images_shown"] is False
+    assert (m["rubric"]["n"], m["rubric"]["n_unparsable"]) == (2, 2)
+    assert m["rubric"]["n_judged"] == 0 and "calibration" not in m["rubric"]  # nothing judged: no agreement
 
 
 @pytest.mark.slow
