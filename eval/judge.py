@@ -333,19 +333,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def summary_lines(m: dict) -> list[str]:
+    def f(x):
+        return "–" if x is None else f"{x:g}"
+
     lines = []
     if "rubric" in m:
         r = m["rubric"]
-        lines.append(f"rubric: mean {r['mean']} / 5 over {r['n_judged']} judged; unparsable {r['n_unparsable']} "
+        lines.append(f"rubric: mean {f(r['mean'])} / 5 over {r['n_judged']} judged; unparsable {r['n_unparsable']} "
                      f"of {r['n']}")
     if "open" in m:
         o = m["open"]
-        lines.append(f"open: judge match {o['judge_match']['rate']}, exact match {o['exact_match']}, agreement "
-                     f"{o['agreement_exact']}; unparsable {o['n_unparsable']} of {o['n']}")
+        lines.append(f"open: judge match {f(o['judge_match']['rate'])}, exact match {f(o['exact_match'])}, "
+                     f"agreement {f(o['agreement_exact'])}; unparsable {o['n_unparsable']} of {o['n']}")
     if "pairwise" in m:
         w = m["pairwise"]
-        lines.append(f"pairwise {w['candidate']} vs {w['baseline']}: win {w['win']['rate']} tie {w['tie']['rate']} "
-                     f"loss {w['loss']['rate']}; unparsable {w['n_unparsable']} of {w['n']}")
+        lines.append(f"pairwise {w['candidate']} vs {w['baseline']}: win {f(w['win']['rate'])} tie {f(w['tie']['rate'])} "
+                     f"loss {f(w['loss']['rate'])}; unparsable {w['n_unparsable']} of {w['n']}")
     return lines
 
 

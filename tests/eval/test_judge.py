@@ -115,6 +115,7 @@ def test_rubric_scripted_hand_computed_and_resumed(scripted, tmp_path, capsys):
     out = tmp_path / "judge"
     args = ["--predictions", str(preds), "--judge-model", str(model), "--out", str(out), "--batch-size", "4"]
     assert main(args) == 0
+    assert "rubric: mean 2.8 / 5 over 5 judged; unparsable 1 of 6" in capsys.readouterr().out
     assert len(s.prompts) == 6 + 3  # one repair prompt each for r3, r4, r6
     repair = [p for p in s.prompts if p.startswith("Your previous reply")]
     assert any("clarity must be an integer from 1 to 5, got 6" in p for p in repair)
