@@ -146,6 +146,10 @@ def test_rubric_scripted_hand_computed_and_resumed(scripted, tmp_path, capsys):
     capsys.readouterr()
     assert main(args) == 0
     assert s2.prompts == [] and json.loads((out / "metrics.json").read_text())["rubric"] == r
+    # another task into the same --out with the same judge keeps the rubric section
+    assert main([*args, "--open", "--no-rubric"]) == 0
+    both = json.loads((out / "metrics.json").read_text())
+    assert both["rubric"] == r and both["open"]["n"] == 0 and both["open"]["judge_match"]["rate"] is None
     # an edited prompt (another --prompts-dir) changes the hash and re-judges everything
     mine = tmp_path / "prompts"
     mine.mkdir()
