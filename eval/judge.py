@@ -80,6 +80,7 @@ def run_items(task: str, items: list[dict], get_judge, cache: Path, repair: str,
     for it in items:
         it["key"] = _key(judge_id, it["prompt"], it.get("image"))
     done = _read_cache(cache)
+    _write_cache(cache, done.values())  # drops a line cut by a kill before appending to the file
     todo = [it for it in items if it["key"] not in done]
     bar = tqdm(total=len(items), initial=len(items) - len(todo), desc=f"judge {task}", unit="item",
                disable=not progress, file=sys.stderr)
@@ -114,10 +115,14 @@ def run_items(task: str, items: list[dict], get_judge, cache: Path, repair: str,
             bar.update(len(batch))
     bar.close()
     keep = {it["key"]: done[it["key"]] for it in items}
-    tmp = cache.with_suffix(".jsonl.tmp")  # the cache ends holding exactly this run's items
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in keep.values()), encoding="utf-8")
-    tmp.replace(cache)
+    _write_cache(cache, keep.values())  # the cache ends holding exactly this run's items
     return keep
+
+
+def _write_cache(cache: Path, recs) -> None:
+    tmp = cache.with_suffix(".jsonl.tmp")  # atomic: a kill here loses nothing
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in recs), encoding="utf-8")
+    tmp.replace(cache)
 
 
 # ----------------------------------------------------------------------------- inputs

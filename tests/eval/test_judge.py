@@ -146,6 +146,13 @@ def test_rubric_scripted_hand_computed_and_resumed(scripted, tmp_path, capsys):
     capsys.readouterr()
     assert main(args) == 0
     assert s2.prompts == [] and json.loads((out / "metrics.json").read_text())["rubric"] == r
+    # killed mid-write: p1's line lost, the last line cut -> only p1 is judged again
+    lines = (out / "judgements_rubric.jsonl").read_text().splitlines()
+    (out / "judgements_rubric.jsonl").write_text("\n".join(lines[1:]) + '\n{"key": "cut')
+    s2b = install(_rubric_reply)
+    assert main(args) == 0
+    assert len(s2b.prompts) == 1 and "r1 bright bone" in s2b.prompts[0]
+    assert json.loads((out / "metrics.json").read_text())["rubric"] == r
     # another task into the same --out with the same judge keeps the rubric section
     assert main([*args, "--open", "--no-rubric"]) == 0
     both = json.loads((out / "metrics.json").read_text())
