@@ -134,7 +134,7 @@ def judge_figure(metrics: dict, path: str | Path, title: str = "LLM judge") -> P
             ax.set_yticks(range(len(CRITERIA)), labels=CRITERIA)
             ax.invert_yaxis()
             ax.set_xlabel("judged predictions")
-            ax.legend(title="score", fontsize=7, ncol=5, loc="lower right")
+            ax.legend(title="score", fontsize=7, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.18))
             ax.set_title(f"rubric scores (mean {_f(m['mean'])}; unparsable {m['n_unparsable']}/{m['n']})", fontsize=9)
         elif task == "pairwise":
             groups = {"all": m, **(m.get("by_modality") or {})}
@@ -148,7 +148,7 @@ def judge_figure(metrics: dict, path: str | Path, title: str = "LLM judge") -> P
             ax.invert_yaxis()
             ax.set_xlim(0, 100)
             ax.set_xlabel(f"% of rows ({m['candidate']} vs {m['baseline']})")
-            ax.legend(fontsize=7, ncol=3, loc="lower right")
+            ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.18))
             ax.set_title(f"pairwise, position-swapped (unparsable {m['n_unparsable']}/{m['n']})", fontsize=9)
         else:
             groups = {"all": m, **(m.get("by_dataset") or {})}
