@@ -114,9 +114,21 @@ def run_items(task: str, items: list[dict], get_judge, cache: Path, repair: str,
             f.flush()
             bar.update(len(batch))
     bar.close()
-    keep = {it["key"]: done[it["key"]] for it in items}
+    keep = {it["key"]: _reparse(done[it["key"]], task) for it in items}
     _write_cache(cache, keep.values())  # the cache ends holding exactly this run's items
     return keep
+
+
+def _reparse(rec: dict, task: str) -> dict:
+    """The verdict of a cached record from its replies with today's parser (first usable reply wins)."""
+    rec["verdict"], rec["error"] = None, rec.get("error")
+    for reply in rec["replies"]:
+        try:
+            rec["verdict"], rec["error"] = parse_verdict(reply, task), None
+            break
+        except VerdictError as e:
+            rec["error"] = str(e)
+    return rec
 
 
 def _write_cache(cache: Path, recs) -> None:

@@ -166,6 +166,13 @@ def test_rubric_scripted_hand_computed_and_resumed(scripted, tmp_path, capsys):
     m3 = json.loads((out / "metrics.json").read_text())
     assert len(s3.prompts) == 6 and m3["judge"]["prompt_sha256"] != m["judge"]["prompt_sha256"]
     assert m3["rubric"]["n_judged"] == 1 and s3.prompts[0].startswith("Grade this.")
+    # verdicts are re-read from the cached replies with today's parser (here: a reply edited into the cache)
+    cache = [json.loads(x) for x in (out / "judgements_rubric.jsonl").read_text().splitlines()]
+    cache[1]["replies"] = [_rubric(1, 2, 3, 4, 5)]
+    (out / "judgements_rubric.jsonl").write_text("".join(json.dumps(c) + "\n" for c in cache))
+    s4 = install(lambda p, rep: "x")
+    assert main([*args, "--prompts-dir", str(mine), "--retries", "0"]) == 0
+    assert s4.prompts == [] and json.loads((out / "metrics.json").read_text())["rubric"]["n_judged"] == 2
 
 
 # --------------------------------------------------------------------------- pairwise, scripted
