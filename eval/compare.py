@@ -11,6 +11,9 @@ is named after its parent). Writes into --out:
   rates and the open-question scores when any run has open questions;
 - compare.png: grouped bars (one bar per run) of overall + per modality and overall + per question type;
 - compare.json: the same numbers, machine-readable.
+
+Runs judged by `python -m eval.judge` (RUN/judge/metrics.json, or judge/ next to the eval dir) also
+get a table of their LLM-judge scores (rubric mean with CI, open answers judged equivalent).
 """
 
 from __future__ import annotations
@@ -64,6 +67,34 @@ def load_runs(runs: list[str], names: list[str] | None = None) -> tuple[list[str
         seen[n] = seen.get(n, 0) + 1
         unique.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
     return unique, metrics
+
+
+def find_judge(run: str | Path) -> dict | None:
+    """The eval.judge metrics.json that belongs to a run (RUN/judge/, or judge/ next to its eval dir)."""
+    p = Path(run)
+    base = p.parent if p.is_file() else p
+    for cand in (base / "judge" / "metrics.json", base.parent / "judge" / "metrics.json"):
+        try:
+            m = json.loads(cand.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(m, dict) and isinstance(m.get("judge"), dict):
+            return m
+    return None
+
+
+def judge_scores(names: list[str], runs: list[str]) -> dict:
+    """{run: {"judge", "prompt_sha256", "rubric_mean", "rubric_ci95", "n_judged", "open_judge_match"}}
+    for the runs that were judged (python -m eval.judge)."""
+    out = {}
+    for name, run in zip(names, runs):
+        m = find_judge(run)
+        if m:
+            r, o = m.get("rubric") or {}, m.get("open") or {}
+            out[name] = {"judge": m["judge"].get("name"), "prompt_sha256": m["judge"].get("prompt_sha256"),
+                         "rubric_mean": r.get("mean"), "rubric_ci95": r.get("ci95"), "n_judged": r.get("n_judged"),
+                         "open_judge_match": (o.get("judge_match") or {}).get("rate")}
+    return out
 
 
 def _rows(metrics_list: list[dict]) -> list[tuple[str, str, str]]:
@@ -141,6 +172,18 @@ def markdown(cmp: dict, title: str) -> str:
             lines.append(f"| {n} | {op['n']} | " + " | ".join(
                 _f(None if op.get(k) is None else 100 * op[k]) for k in ("exact_match", "token_recall", "token_f1"))
                 + " |")
+    if cmp.get("judge"):
+        lines += ["", "## LLM-judge scores (python -m eval.judge; an LLM judge is not a clinician)", "",
+                  "| Run | Judge (prompt sha256) | Reasoning rubric mean (1–5) | 95% CI | judged | Open: judge "
+                  "says same (%) |", "|---|---|---:|---|---:|---:|"]
+        for n, j in cmp["judge"].items():
+            ci = j["rubric_ci95"]
+            lines.append(f"| {n} | {j['judge']} (`{str(j['prompt_sha256'])[:12]}`) | "
+                         f"{'–' if j['rubric_mean'] is None else format(j['rubric_mean'], '.2f')} | "
+                         f"{f'{ci[0]:.2f}–{ci[1]:.2f}' if ci else '–'} | {j['n_judged'] or 0} | "
+                         f"{_f(None if j['open_judge_match'] is None else 100 * j['open_judge_match'])} |")
+        if len({(j["judge"], j["prompt_sha256"]) for j in cmp["judge"].values()}) > 1:
+            lines.append("\nNote: the runs were judged by different judges or prompts; their scores do not compare.")
     if mismatched:
         lines += ["", f"Note: the runs were evaluated on different numbers of questions for: "
                       f"{', '.join(mismatched)} (n column shows each distinct n)."]
@@ -153,6 +196,7 @@ def compare(runs: list[str], out: str | Path, names: list[str] | None = None, ti
     names, metrics_list = load_runs(runs, names)
     cmp = comparison(names, metrics_list)
     cmp["sources"] = {n: str(find_metrics(r)) for n, r in zip(names, runs)}
+    cmp["judge"] = judge_scores(names, runs)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     grouped_bars(names, metrics_list, out / "compare.png", title=title)

@@ -100,6 +100,38 @@ def read_metrics(run_dir: Path) -> dict | None:
     return data if isinstance(data, dict) and "overall" in data else None
 
 
+def read_judge(run_dir: Path) -> dict | None:
+    """RUN_DIR/judge/metrics.json of `python -m eval.judge` (rubric / pairwise / open), when present."""
+    try:
+        data = json.loads((run_dir / "judge" / "metrics.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("judge"), dict) else None
+
+
+def judge_section(judge: dict | None) -> list[str]:
+    """The LLM-judge scores (`judge/metrics.json`), when the run was judged."""
+    if not judge:
+        return []
+    j = judge["judge"]
+    lines = ["### LLM-judge scores", "",
+             f"Judge `{Path(str(j.get('model', '?'))).name}` (local, greedy; prompt sha256 "
+             f"`{str(j.get('prompt_sha256', ''))[:16]}`). An LLM judge is not a clinician: these scores are a "
+             "language model's reading of the reasoning, not a clinical validation. Source: `judge/report.md`.", ""]
+    r, w, o = judge.get("rubric"), judge.get("pairwise"), judge.get("open")
+    if isinstance(r, dict) and r.get("mean") is not None:
+        ci = r.get("ci95") or [r["mean"], r["mean"]]
+        lines.append(f"- Reasoning quality (rubric, 1-5): mean **{r['mean']:.2f}** (95% CI {ci[0]:.2f}–{ci[1]:.2f}, "
+                     f"{r.get('n_judged', 0)} judged, {r.get('n_unparsable', 0)} unparsable)")
+    if isinstance(w, dict) and w.get("n_judged"):
+        lines.append(f"- Pairwise vs `{w.get('baseline')}` (position-swapped): win {_pct(w['win']['rate'])}%, "
+                     f"tie {_pct(w['tie']['rate'])}%, loss {_pct(w['loss']['rate'])}% (n={w['n_judged']})")
+    if isinstance(o, dict) and o.get("n_judged"):
+        lines.append(f"- Open answers judged equivalent to the gold: {_pct(o['judge_match']['rate'])}% "
+                     f"(exact match {_pct(o.get('exact_match') or 0)}%, agreement {_pct(o.get('agreement_exact'))}%)")
+    return lines + [""] if len(lines) > 4 else []
+
+
 def _prepare_report(data_path: str | None) -> dict | None:
     if not data_path:
         return None
@@ -310,6 +342,7 @@ def render_model_card(run_dir: str | Path, export: dict | None = None) -> str:
     lines += ["", "The full resolved configuration is in `run_config.yaml`.", ""]
 
     lines += metrics_section(metrics, run_dir)
+    lines += judge_section(read_judge(run_dir))
 
     # --- usage
     model_arg = export["out"] if merged else base

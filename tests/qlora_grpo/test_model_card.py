@@ -117,3 +117,21 @@ def test_missing_run_config(tmp_path, capsys):
 def test_cli(grpo_run, capsys):
     assert model_card.main([str(grpo_run)]) == 0
     assert "model card written" in capsys.readouterr().out
+
+
+def test_judge_scores_in_card(grpo_run):
+    """eval.judge's judge/metrics.json (rubric, pairwise, open) appears in the card when present."""
+    assert "LLM-judge" not in model_card.render_model_card(grpo_run)  # not judged: no section
+    judge = {"schema_version": 1, "judge": {"model": "/models/Judge-7B", "prompt_sha256": "ab" * 32},
+             "rubric": {"mean": 3.4, "ci95": [3.1, 3.7], "n_judged": 10, "n_unparsable": 2},
+             "pairwise": {"baseline": "sft", "n_judged": 8, "win": {"rate": 0.5}, "tie": {"rate": 0.375},
+                          "loss": {"rate": 0.125}},
+             "open": {"n_judged": 4, "judge_match": {"rate": 0.75}, "exact_match": 0.5, "agreement_exact": 0.75}}
+    (grpo_run / "judge").mkdir()
+    (grpo_run / "judge" / "metrics.json").write_text(json.dumps(judge))
+    text = model_card.render_model_card(grpo_run)
+    assert "### LLM-judge scores" in text and "Judge `Judge-7B`" in text and "abababababababab" in text
+    assert "mean **3.40** (95% CI 3.10–3.70, 10 judged, 2 unparsable)" in text
+    assert "Pairwise vs `sft` (position-swapped): win 50.0%, tie 37.5%, loss 12.5% (n=8)" in text
+    assert "judged equivalent to the gold: 75.0% (exact match 50.0%, agreement 75.0%)" in text
+    assert "not a clinician" in text
