@@ -197,6 +197,7 @@ def prepare(
     if root.is_file() and source not in ("jsonl", "medr1"):
         raise DataError(f"--root {root} is a file; give the {source} data directory")
     _check_paths(root, out, overwrite)
+    created = [p for p in [out.parent, *out.parent.parents] if not p.exists()]  # removed again on failure
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; OUT gets the usual permissions
@@ -292,6 +293,12 @@ def prepare(
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+        if not out.exists():  # failed: leave no empty folders behind either
+            for folder in created:
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
 
 
 def image_line(report: dict) -> str:

@@ -132,3 +132,16 @@ def test_inspect_prints_counts_and_prompts(tmp_path, capsys):
     assert "Provide the correct single-letter choice (A, B, C, D,...) inside <answer>...</answer> tags.\n" in text
     assert inspect_cli.main([str(root)]) == 2
     assert "python -m medvqa_data.prepare --source omnimedvqa" in capsys.readouterr().err
+
+
+def test_a_failed_prepare_leaves_no_empty_output_folders(tmp_path, capsys):
+    root = tmp_path / "raw"
+    root.mkdir()
+    (root / "data.jsonl").write_text('{"id": "x", "image": "missing.png", "question": "Q?", "answer": "a"}\n')
+    out = tmp_path / "new" / "deeper" / "out"
+    code, _, err = run(["--source", "jsonl", "--root", str(root), "--out", str(out)], capsys)
+    assert code == 2 and err.startswith("error: no usable rows")
+    assert not (tmp_path / "new").exists()
+    code, _, _ = run(["--source", "omnimedvqa", "--root", str(build_omnimedvqa(tmp_path)), "--out", str(out),
+                      "--strict"], capsys)
+    assert code == 1 and not (tmp_path / "new").exists()
