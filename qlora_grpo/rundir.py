@@ -613,8 +613,10 @@ def run_differences(cfg, recorded: dict, kind: str | None) -> list[str]:
         if key == "reward_weights":
             funcs_before = recorded.get("reward_funcs", _field_default(cfg, "reward_funcs")) or []
             before = [float(w) for w in before] if before else [1.0] * len(funcs_before)
-        if _normal(key, before, cfg) != _normal(key, now, cfg):
-            diffs.append(f"{key}: {before!r} -> {now!r}")
+        a, b = _normal(key, before, cfg), _normal(key, now, cfg)
+        if a != b:
+            shown = (before, now) if repr(before) != repr(now) else (a, b)  # same text, another working dir
+            diffs.append(f"{key}: {shown[0]!r} -> {shown[1]!r}")
     return diffs
 
 

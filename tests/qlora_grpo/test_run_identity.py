@@ -178,7 +178,7 @@ def test_real_runs_grpo_into_sft_dir_and_restart(tiny_model, sample_prepared, tm
     (old,) = tmp_path.glob("sft.old-*")
     assert digest(old) == before and "(SFT)" not in (sft / "run_config.yaml").read_text()
     fresh = tmp_path / "never" / "run"
-    bad = run_cli([*grpo[:3], "--output_dir", str(fresh), "--reward_funcs", "[format, nonsense]"])
+    bad = run_cli([*grpo[:3], "--output_dir", str(fresh), "--reward_funcs", "format", "nonsense"])
     assert bad.returncode == 2 and "nonsense" in bad.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "never").exists()
     assert os.listdir(tmp_path)  # sanity: the test dir itself is still there
