@@ -1,6 +1,6 @@
 """Compare evaluations of several runs (base vs SFT vs GRPO, or any others).
 
-    python -m eval.compare RUN_DIR... --out DIR [--names base,sft,grpo] [--title TEXT]
+    python -m eval.compare RUN_DIR... --out DIR [--names base,sft,grpo] [--title TEXT] [--allow-different-tests]
 
 Each RUN_DIR is an evaluation output dir (with metrics.json), a training run dir (with
 eval/metrics.json) or a metrics.json file. Names default to the dir names (a dir called `eval`
@@ -14,6 +14,10 @@ is named after its parent). Writes into --out:
 
 Runs judged by `python -m eval.judge` (RUN/judge/metrics.json, or judge/ next to the eval dir) also
 get a table of their LLM-judge scores (rubric mean with CI, open answers judged equivalent).
+Deltas only mean something on the same questions: the question ids of each run (its
+predictions.jsonl next to metrics.json) must be the same set, else compare stops naming the runs
+and their counts; ``--allow-different-tests`` compares anyway and marks every delta of a run whose
+questions differ from the first run's with "≠" (and says so under the table).
 """
 
 from __future__ import annotations
@@ -95,6 +99,37 @@ def judge_scores(names: list[str], runs: list[str]) -> dict:
                          "rubric_mean": r.get("mean"), "rubric_ci95": r.get("ci95"), "n_judged": r.get("n_judged"),
                          "open_judge_match": (o.get("judge_match") or {}).get("rate")}
     return out
+def question_ids(metrics_path: Path) -> set[str] | None:
+    """Ids of the questions behind a metrics.json (its predictions.jsonl), None when it has none."""
+    pred = metrics_path.parent / "predictions.jsonl"
+    if not pred.is_file():
+        return None
+    ids = set()
+    with pred.open(encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                ids.add(str(json.loads(line)["id"]))
+            except (ValueError, KeyError, TypeError):
+                continue
+    return ids
+
+
+def check_test_sets(names: list[str], runs: list[str], allow_different: bool) -> dict:
+    """{run: "same" | "different" | "unknown"} against the first run's question ids; a CompareError
+    when they differ, unless `allow_different`."""
+    ids = [question_ids(find_metrics(r)) for r in runs]
+    status = {}
+    for name, own in zip(names, ids):
+        status[name] = "unknown" if own is None or ids[0] is None else ("same" if own == ids[0] else "different")
+    different = [n for n in names if status[n] == "different"]
+    if different and not allow_different:
+        counts = ", ".join(f"{n} {len(i)}" for n, i in zip(names, ids) if i is not None)
+        shared = ", ".join(f"{n} {len(i & ids[0])}" for n, i in zip(names, ids) if n in different)
+        raise CompareError(f"the runs were evaluated on different test sets (questions: {counts}; shared with "
+                           f"{names[0]}: {shared}), so their deltas compare different questions; evaluate every "
+                           "run on the same --data, --split, --subset and --limit, or pass --allow-different-tests "
+                           "to compare anyway (deltas marked ≠)")
+    return status
 
 
 def _rows(metrics_list: list[dict]) -> list[tuple[str, str, str]]:
@@ -158,7 +193,9 @@ def markdown(cmp: dict, title: str) -> str:
         ns = sorted({n for n in r["n"].values() if n})
         if len(ns) > 1:
             mismatched.append(r["group"])
-        cells = [label, *[_f(r["accuracy"][n]) for n in names], *[_f(r["delta"][n], True) for n in names[1:]],
+        marks = {n: " ≠" if cmp.get("test_sets", {}).get(n) == "different" else "" for n in names}
+        cells = [label, *[_f(r["accuracy"][n]) for n in names],
+                 *[_f(r["delta"][n], True) + marks[n] for n in names[1:]],
                  "/".join(str(n) for n in ns) or "0"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "| Rate (%) | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
@@ -184,17 +221,28 @@ def markdown(cmp: dict, title: str) -> str:
                          f"{_f(None if j['open_judge_match'] is None else 100 * j['open_judge_match'])} |")
         if len({(j["judge"], j["prompt_sha256"]) for j in cmp["judge"].values()}) > 1:
             lines.append("\nNote: the runs were judged by different judges or prompts; their scores do not compare.")
+    sets = cmp.get("test_sets", {})
+    if "different" in sets.values():
+        lines += ["", "**Different test sets:** " + ", ".join(n for n in names if sets[n] == "different")
+                  + f" were not evaluated on the same questions as {base}; their deltas (≠) compare different "
+                  "questions."]
+    if "unknown" in sets.values():
+        lines += ["", "Could not check that every run saw the same questions (no predictions.jsonl next to "
+                      "metrics.json for: " + ", ".join(n for n in names if sets[n] == "unknown") + ")."]
     if mismatched:
         lines += ["", f"Note: the runs were evaluated on different numbers of questions for: "
                       f"{', '.join(mismatched)} (n column shows each distinct n)."]
     return "\n".join(lines) + "\n"
 
 
-def compare(runs: list[str], out: str | Path, names: list[str] | None = None, title: str = "Comparison") -> dict:
+def compare(runs: list[str], out: str | Path, names: list[str] | None = None, title: str = "Comparison",
+            allow_different_tests: bool = False) -> dict:
     from eval.plots import grouped_bars
 
     names, metrics_list = load_runs(runs, names)
+    sets = check_test_sets(names, runs, allow_different_tests)
     cmp = comparison(names, metrics_list)
+    cmp["test_sets"] = sets
     cmp["sources"] = {n: str(find_metrics(r)) for n, r in zip(names, runs)}
     cmp["judge"] = judge_scores(names, runs)
     out = Path(out)
@@ -212,13 +260,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--names", default=None, help="comma-separated display names, one per RUN_DIR (e.g. base,sft,grpo)")
     p.add_argument("--title", default="Comparison")
+    p.add_argument("--allow-different-tests", action="store_true",
+                   help="compare runs evaluated on different questions anyway (their deltas are marked ≠)")
     a = p.parse_args(argv)
     names = [n.strip() for n in a.names.split(",")] if a.names else None
     if Path(a.out).is_file():
         print(f"error: --out {a.out} is a file; give a directory", file=sys.stderr)
         return 2
     try:
-        cmp = compare(a.runs, a.out, names, a.title)
+        cmp = compare(a.runs, a.out, names, a.title, a.allow_different_tests)
     except CompareError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

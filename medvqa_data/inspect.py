@@ -2,7 +2,8 @@
 
     python -m medvqa_data.inspect OUT [--n 3] [--template think] [--mode default] [--phase train]
 
-Prints the row count of each split, tables of modality / question type /
+Prints the row count of each split, the images per split and how many appear in more
+than one split (0 for every split prepare makes), tables of modality / question type /
 source dataset per split, what the prepare report skipped, and the first `--n`
 rows of the first split rendered with the chosen prompt template.
 """
@@ -55,6 +56,17 @@ def describe(out: str | Path, n: int = 3, template: str = "think", mode: str = "
         reasons = report.get("skipped_by_reason") or {}
         if reasons:
             line += " (" + ", ".join(f"{kind} x{n}" for kind, n in reasons.items()) + ")"
+        lines.append(line)
+    if len(parts) > 1:
+        images = {name: set(ds.data.column("image").to_pylist()) for name, ds in parts.items()}
+        names = list(images)
+        shared = set().union(*(images[a] & images[b] for i, a in enumerate(names) for b in names[i + 1:]))
+        line = ("images: " + ", ".join(f"{name} {len(found):,}" for name, found in images.items())
+                + f"; in more than one split: {len(shared):,}")
+        if shared:
+            how = "as published by the source" if (report or {}).get("options", {}).get("split_method") == "official" \
+                else "re-run prepare to split by image"
+            line += f" ({how}; e.g. {sorted(shared)[0]})"
         lines.append(line)
     for column in ("modality", "question_type", "dataset"):
         counts = {name: Counter(ds.data.column(column).to_pylist()) for name, ds in parts.items()}

@@ -9,15 +9,18 @@ OUT is loadable with `datasets.load_from_disk` (a DatasetDict when split, else a
 Dataset; use `medvqa_data.schema.load_prepared`) and holds:
 
 - ``prepare_report.json``: ``kept``, ``skipped`` (``{"id" or "file", "reason"}``),
-  ``skipped_by_reason``, ``filtered``, ``splits``, ``counts`` (per split: modality,
-  question_type, dataset), ``unknown_modalities``, ``options``, ``notes``;
+  ``skipped_by_reason``, ``filtered``, ``splits``, ``images`` (distinct images per split),
+  ``image_overlap`` (images in more than one split: 0 for every split made here; an official
+  split is kept as published and its overlap counted, with a note), ``counts`` (per split:
+  modality, question_type, dataset), ``unknown_modalities``, ``options``, ``notes``;
 - ``manifests/modality.json`` and ``manifests/question_type.json`` when split
   (see `medvqa_data.splits`);
 - ``images/`` with ``--embed-images`` (and images extracted from parquet files).
 
 ``--split auto`` (default) keeps a source's official split (SLAKE, PathVQA, PMC-VQA,
 the Med-R1 Splits tree, the VQA-RAD parquet copy, jsonl with splits) and otherwise
-splits ~80/20 per modality (OmniMedVQA; VQA-RAD grouped by qid_linked_id).
+splits ~80/20 per modality (OmniMedVQA; VQA-RAD grouped by qid_linked_id). Every split made
+here keeps all questions of one image (and of one jsonl ``group``, e.g. a patient) on one side.
 Nothing under ROOT is ever written; OUT is built in a sibling temporary folder and
 moved into place at the end, so a failed run leaves no half-written OUT.
 """
@@ -44,7 +47,7 @@ from medvqa_data.errors import DataError, StrictError
 from medvqa_data.images import check_image
 from medvqa_data.schema import CANONICAL_MODALITIES, COLUMNS, FEATURES, REPORT_NAME
 from medvqa_data.sources import SOURCES, SourceOptions, read_source
-from medvqa_data.splits import AXES, split_by, write_manifests
+from medvqa_data.splits import AXES, image_groups, image_overlap, split_by, write_manifests
 
 SPLIT_CHOICES = ("auto", "modality", "question_type", "official", "none")
 SPLIT_ORDER = ("train", "validation", "test")
@@ -123,8 +126,8 @@ def _assign_splits(rows: list[dict], method: str, test_fraction: float, seed: in
             by_split.setdefault(row["_split"], []).append(row)
         order = [s for s in SPLIT_ORDER if s in by_split] + sorted(set(by_split) - set(SPLIT_ORDER))
         return {name: by_split[name] for name in order}
-    groups = [row.get("_group") for row in rows]
-    train_idx, test_idx = split_by(rows, method, test_fraction, seed, groups if any(groups) else None)
+    # All questions of one image (and of one _group: paraphrases, a patient) go to the same side.
+    train_idx, test_idx = split_by(rows, method, test_fraction, seed, image_groups(rows))
     return {"train": [rows[i] for i in train_idx], "test": [rows[i] for i in test_idx]}
 
 
@@ -194,6 +197,7 @@ def prepare(
     if root.is_file() and source not in ("jsonl", "medr1"):
         raise DataError(f"--root {root} is a file; give the {source} data directory")
     _check_paths(root, out, overwrite)
+    created = [p for p in [out.parent, *out.parent.parents] if not p.exists()]  # removed again on failure
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; OUT gets the usual permissions
@@ -247,6 +251,10 @@ def prepare(
             notes.append("no official split for every row: split ~80/20 per modality instead")
             method = "modality"
         parts = _assign_splits(rows, method, test_fraction, seed)
+        overlap = image_overlap(parts)
+        if overlap["overlap"] and method == "official":
+            notes.append(f"the official split shares {overlap['overlap']} image(s) between its splits (as published; "
+                         f"e.g. {overlap['overlap_examples'][0]}): those test images were seen in training")
         if method == "none":
             data = _to_dataset(parts["all"])
         else:
@@ -268,6 +276,8 @@ def prepare(
             "skipped_by_reason": dict(Counter(_reason_kind(s["reason"]) for s in skipped).most_common()),
             "filtered": result.filtered,
             "splits": {name: len(part) for name, part in parts.items()},
+            "images": overlap["images"],
+            "image_overlap": overlap["overlap"],
             "counts": {name: _counts(part) for name, part in parts.items()},
             "unknown_modalities": dict(unknown.most_common()),
             "notes": notes,
@@ -283,6 +293,20 @@ def prepare(
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+        if not out.exists():  # failed: leave no empty folders behind either
+            for folder in created:
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+
+
+def image_line(report: dict) -> str:
+    """'images per split: train 40, test 11; images in more than one split: 0 (...)'."""
+    per = ", ".join(f"{name} {n:,}" for name, n in report["images"].items())
+    how = ("as published by the source" if report["options"].get("split_method") == "official"
+           else "all questions of an image on one side")
+    return f"images per split: {per}; images in more than one split: {report['image_overlap']:,} ({how})"
 
 
 def summary(report: dict) -> str:
@@ -290,6 +314,8 @@ def summary(report: dict) -> str:
     splits = ", ".join(f"{name} {n:,}" for name, n in report["splits"].items())
     lines = [f"prepared {report['kept']:,} rows from {report['source']} into {report['out']} ({splits}) "
              f"in {report['seconds']:.1f}s"]
+    if "images" in report and len(report["images"]) > 1:
+        lines.append(image_line(report))
     if report["skipped_count"]:
         kinds = "; ".join(f"{kind} x{n}" for kind, n in list(report["skipped_by_reason"].items())[:6])
         lines.append(f"skipped {report['skipped_count']:,}: {kinds} (details in {REPORT_NAME})")

@@ -3,8 +3,10 @@
 `split_by` stratifies by a column (Med-R1: ~80/20 per modality, and separately
 per question type). Each stratum is shuffled by its own `random.Random` seeded
 with ``"{seed}:{value}"``, so the same seed always gives the same split and
-adding data to one stratum never moves rows of another. With `groups` (VQA-RAD's
-``qid_linked_id``) whole groups go to one side, so paraphrases never straddle.
+adding data to one stratum never moves rows of another. With `groups` whole groups go to
+one side: `prepare` groups every question of one image (and VQA-RAD's ``qid_linked_id``
+paraphrases, and a JSONL's ``group``, e.g. a patient or case id) with `image_groups`, so no
+test image (or patient) is ever seen in training. `image_overlap` counts what two splits share.
 
 Manifests (written by `prepare` for both axes) are one JSON file per axis,
 ``OUT/manifests/<axis>.json``::
@@ -45,6 +47,42 @@ def _test_count(n: int, test_fraction: float) -> int:
     return min(count, n)
 
 
+def image_groups(rows: Sequence[Mapping]) -> list[str]:
+    """One group key per row: rows that share an image, or a ``_group`` (paraphrase links, patient or
+    case ids), are in one group, transitively (union-find), so a split can keep each group on one side."""
+    parent: dict[str, str] = {}
+
+    def find(key: str) -> str:
+        root = key
+        while parent.setdefault(root, root) != root:
+            root = parent[root]
+        while parent[key] != root:  # path compression
+            parent[key], key = root, parent[key]
+        return root
+
+    keys = []
+    for row in rows:
+        links = [f"image:{row['image']}"] + ([f"group:{row['_group']}"] if row.get("_group") else [])
+        for other in links[1:]:
+            a, b = find(links[0]), find(other)
+            if a != b:
+                parent[max(a, b)] = min(a, b)  # order-independent root: deterministic
+        keys.append(links[0])
+    return [find(key) for key in keys]
+
+
+def image_overlap(splits: Mapping[str, Sequence[Mapping]]) -> dict:
+    """Images per split and the images that appear in more than one split (count + a few examples)."""
+    images = {name: {row["image"] for row in rows} for name, rows in splits.items()}
+    shared: set[str] = set()
+    names = list(images)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            shared |= images[a] & images[b]
+    return {"images": {name: len(found) for name, found in images.items()}, "overlap": len(shared),
+            "overlap_examples": sorted(shared)[:5]}
+
+
 def split_by(
     rows: Sequence[Mapping] | datasets.Dataset,
     key: str,
@@ -56,7 +94,9 @@ def split_by(
 
     About `test_fraction` of each value of `key` goes to test. With `groups`
     (one group key per row; None = the row alone) whole groups move together,
-    each counted in the stratum of its first row.
+    each counted in the stratum of its first row; a group is taken for test only while it brings
+    the stratum's test rows closer to the target, and a stratum of two or more groups always keeps
+    one in train.
     """
     if not 0.0 <= test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
@@ -74,12 +114,18 @@ def split_by(
         stratum = strata[value]
         random.Random(f"{seed}:{value}").shuffle(stratum)
         target = _test_count(sum(len(m) for m in stratum), test_fraction)
+        chosen: list[list[int]] = []
         taken = 0
         for members in stratum:
-            if taken >= target:
+            if taken >= target or len(chosen) >= len(stratum) - 1:
                 break
+            if abs(taken + len(members) - target) <= abs(taken - target):
+                chosen.append(members)
+                taken += len(members)
+        if not chosen and target > 0 and len(stratum) > 1:
+            chosen.append(stratum[0])  # no group fits the target closely: test still gets one
+        for members in chosen:
             test.extend(members)
-            taken += len(members)
     test_set = set(test)
     return [i for i in range(len(values)) if i not in test_set], sorted(test)
 

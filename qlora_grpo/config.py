@@ -110,6 +110,11 @@ class MedVQAArguments:
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Allow writing into a non-empty output_dir that is not being resumed."}
     )
+    restart_run: bool = field(
+        default=False,
+        metadata={"help": "Start over in an output_dir that holds another run: its contents are first moved to "
+                  "the sibling OUTPUT_DIR.old-<time>/ (nothing is deleted). Drop it again to resume the new run."},
+    )
     resume: str = field(
         default="auto",
         metadata={"help": "auto (continue from the last complete checkpoint if any) | never | PATH of a checkpoint."},

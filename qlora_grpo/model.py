@@ -28,25 +28,78 @@ VISION_MLP = ("fc1", "fc2", "gate_proj", "up_proj", "down_proj")
 
 
 # ----------------------------------------------------------------------------- paths and types
+def _looks_local(name: str) -> bool:
+    """Decided without the network: an explicit path (./ ../ / ~), or a relative path whose first folder exists."""
+    if name.startswith(("./", "../", "/", "~", ".\\", "..\\")) or os.path.isabs(name) or name in (".", ".."):
+        return True
+    parts = Path(name).parts
+    return (len(parts) > 1 and Path(parts[0]).is_dir()) or len(parts) > 2  # 2+ slashes: never a hub id
+
+
+def _missing_model(name: str, why: str) -> UserError:
+    """The one message for a model that is neither a local checkpoint nor reachable on the hub."""
+    base = Path(name).name or "Qwen2-VL-2B-Instruct"
+    hub_shaped = name.count("/") == 1 and not _looks_local(name)
+    repo = f"Qwen/{base}" if base.lower().startswith("qwen") else (name if hub_shaped else "<org>/<model>")
+    target = f"models/{base}" if hub_shaped else name
+    return UserError(
+        f"model directory not found: {name} ({why}); put the checkpoint folder (config.json + weights) at "
+        f"{Path(target).expanduser().absolute()} and set model_name_or_path to it: on a machine with internet run "
+        f"`huggingface-cli download {repo} --local-dir {target}` and copy the folder over (CPU demo: "
+        "`python -m qlora_grpo.tiny runs/tiny-qwen2-vl` builds a tiny model)")
+
+
+def _hub_reachable(endpoint: str, timeout: float = 5.0) -> bool:
+    """One TCP connect to the hub (no retries); True behind a proxy, which we cannot probe this way."""
+    import socket
+    from urllib.parse import urlparse
+
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlparse(endpoint)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
 def resolve_model_path(name: str) -> str:
-    """A local checkpoint dir, or a hub id where the machine may use the network; else a clear error."""
+    """A local checkpoint dir, or a hub id reachable from here; else one clear error saying where to put it.
+
+    Local vs hub is decided without the network (`_looks_local`), so a missing ``./models/...`` (or
+    ``models/...`` when ``models/`` exists) fails at once. A hub id is looked up in the hub cache first
+    (HF_HUB_OFFLINE honoured), then the hub is probed once (one connect, no retries) and asked for its
+    config.json; any failure becomes the same one-line error.
+    """
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise UserError(f"{path} has no config.json: it is not a model checkpoint directory")
         return str(path)
-    looks_like_hub_id = name.count("/") == 1 and not name.startswith((".", "/", "~")) and not path.exists()
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-    if looks_like_hub_id and not offline:
+    if path.exists():
+        raise UserError(f"model_name_or_path {name} is a file; give the checkpoint folder (with config.json)")
+    here = path.absolute()
+    if _looks_local(name) or name.count("/") != 1:
+        raise _missing_model(name, f"no such folder: {here}")
+    from huggingface_hub import constants, hf_hub_download
+
+    offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    try:
+        hf_hub_download(name, "config.json", local_files_only=True)  # cached earlier: no network needed
         return name
-    how = (
-        "build the embedded tiny model with `python -m qlora_grpo.tiny runs/tiny-qwen2-vl`, or copy a "
-        "downloaded checkpoint there (on a machine with internet: `huggingface-cli download "
-        "Qwen/Qwen2-VL-2B-Instruct --local-dir models/Qwen2-VL-2B-Instruct`) and set model_name_or_path"
-    )
-    if looks_like_hub_id:
-        raise UserError(f"model {name!r} is a hub id but HF_HUB_OFFLINE=1 is set; {how}")
-    raise UserError(f"model directory not found: {name}; {how}")
+    except Exception:
+        if offline:
+            raise _missing_model(name, f"no folder {here}, not in the hub cache, and HF_HUB_OFFLINE=1 is set") from None
+    if not _hub_reachable(constants.ENDPOINT):
+        raise _missing_model(name, f"no folder {here}, and the hub ({constants.ENDPOINT}) cannot be reached from "
+                             "this machine")
+    try:
+        hf_hub_download(name, "config.json", etag_timeout=10)
+    except Exception as e:  # unknown repo, gated, invalid id, connection lost: all the same advice
+        reason = (str(e).strip().splitlines() or [""])[0][:120]
+        raise _missing_model(name, f"no folder {here}, and the hub answered {type(e).__name__}: {reason}") from None
+    return name
 
 
 def model_type(path: str) -> str:
@@ -313,10 +366,30 @@ def load_for_inference(model_path: str, adapter: str | None = None, quantization
     return model, processor
 
 
+def _weights_fingerprint(folder: str | Path) -> list[tuple[str, int, str]]:
+    """(file name, size, hash of its first and last MiB) of a checkpoint's weight files: equal for copies of
+    one checkpoint, different for other weights of the same shapes; cheap even for large checkpoints."""
+    import hashlib
+
+    out = []
+    for p in sorted(Path(folder).expanduser().iterdir()):
+        if p.suffix in (".safetensors", ".bin") and p.is_file():
+            size = p.stat().st_size
+            with p.open("rb") as f:
+                head = f.read(1 << 20)
+                f.seek(max(0, size - (1 << 20)))
+                tail = f.read()
+            out.append((p.name, size, hashlib.sha256(head + tail).hexdigest()))
+    return out
+
+
 def check_adapter(adapter: str, base_path: str, allow_pickle: bool = False) -> None:
     """Clear errors for a missing adapter, a pickle-only one (unless allow_pickle), or one trained on
-    another base model."""
+    another base model; a warning naming both when the recorded base (adapter_config.json, else the run's
+    run_config.yaml) is another checkpoint of the same architecture (e.g. the base instead of the
+    instruct model): it loads, but its answers are not those of the model that was trained."""
     import json
+    import sys
 
     cfg_file = Path(adapter) / "adapter_config.json"
     if not cfg_file.is_file():
@@ -325,17 +398,29 @@ def check_adapter(adapter: str, base_path: str, allow_pickle: bool = False) -> N
         raise UserError(f"{adapter}: no adapter_model.safetensors (only safetensors weights are loaded); convert "
                         "the adapter, or pass --allow_pickle if you trust the files (pickle can execute code)")
     trained_on = json.loads(cfg_file.read_text()).get("base_model_name_or_path")
-    if trained_on and Path(trained_on).name != Path(base_path).name and trained_on != base_path:
-        from transformers import AutoConfig
+    if not trained_on:
+        from qlora_grpo.rundir import read_run_config
 
-        try:
-            a = AutoConfig.from_pretrained(trained_on).to_dict() if Path(trained_on).is_dir() else None
-        except OSError:
-            a = None
-        b = AutoConfig.from_pretrained(base_path).to_dict()
-        same = a is not None and all(
-            a.get(k) == b.get(k) for k in ("model_type", "text_config", "vision_config") if k in a
-        )
-        if not same:
-            raise UserError(f"adapter {adapter} was trained on {trained_on}, not on {base_path}; "
-                            "pass the base model the adapter was trained on (--model)")
+        trained_on = read_run_config(adapter).get("model_name_or_path")
+    if not trained_on or trained_on == base_path:
+        return
+    trained_dir, base_dir = Path(trained_on).expanduser(), Path(base_path).expanduser()
+    if trained_dir.is_dir():
+        if trained_dir.resolve() == base_dir.resolve() or _weights_fingerprint(trained_dir) == _weights_fingerprint(base_dir):
+            return  # the same checkpoint, or a copy of it
+    elif trained_dir.name == base_dir.name:
+        return  # recorded elsewhere (another machine, a hub id): trusted by name
+    from transformers import AutoConfig
+
+    try:
+        a = AutoConfig.from_pretrained(str(trained_dir)).to_dict() if trained_dir.is_dir() else None
+    except OSError:
+        a = None
+    b = AutoConfig.from_pretrained(base_path).to_dict()
+    same = a is not None and all(a.get(k) == b.get(k) for k in ("model_type", "text_config", "vision_config") if k in a)
+    if not same:
+        raise UserError(f"adapter {adapter} was trained on {trained_on}, not on {base_path}; "
+                        "pass the base model the adapter was trained on (--model)")
+    print(f"warning: adapter {adapter} was trained on {trained_on} but is loaded on {base_path}, another checkpoint "
+          f"of the same architecture: it loads, but its answers are not the trained model's; pass --model "
+          f"{trained_on} to use it as trained", file=sys.stderr, flush=True)

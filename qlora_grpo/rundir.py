@@ -204,8 +204,15 @@ def resolve_resume(output_dir: str | Path, resume: str, overwrite: bool) -> str 
         if last is not None:
             return str(last)
     if out.is_dir() and any(p.name != LOCK for p in out.iterdir()) and not overwrite:
+        held = checkpoints(out)
+        if resume == "never" and held:
+            raise UserError(f"output_dir {out} holds a previous run ({len(held)} complete checkpoint(s), the last "
+                            f"{held[-1].name}) and resume=never starts over; choose another output_dir, or pass "
+                            f"--restart_run true to move that run to {out.name}.old-<time>/ and start over "
+                            "(or drop --resume never to continue it)")
         raise UserError(f"output_dir {out} is not empty and holds no complete checkpoint to resume from; "
-                        "choose another output_dir or pass --overwrite_output_dir true")
+                        "choose another output_dir, or pass --restart_run true to move its contents to "
+                        f"{out.name}.old-<time>/ and start over")
     return None
 
 
@@ -315,6 +322,7 @@ class RunLock:
         self.path = Path(output_dir) / LOCK
         self.held = False
         self._fd: int | None = None
+        self._created: list[Path] = []  # folders acquire() made: removed again by release() if still empty
 
     @staticmethod
     def _me() -> str:
@@ -336,6 +344,10 @@ class RunLock:
     def acquire(self) -> RunLock:
         import fcntl
 
+        missing = self.path.parent.absolute()
+        while not missing.exists() and missing != missing.parent:
+            self._created.append(missing)
+            missing = missing.parent
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(10):
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -396,6 +408,12 @@ class RunLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        for folder in self._created:  # a run that stopped before writing anything leaves no empty output_dir
+            try:
+                folder.rmdir()  # only ever removes an empty folder
+            except OSError:
+                break
+        self._created = []
 
     def __enter__(self) -> RunLock:
         return self.acquire()
@@ -480,17 +498,185 @@ def raise_if_disk_full(output_dir: str | Path, exc: BaseException) -> None:
 def open_run(cfg) -> tuple[RunLock | None, str | None]:
     """(lock, checkpoint to resume from or None) before any model is loaded.
 
+    A run dir that recorded another run (`check_same_run`) is refused before anything is written;
+    ``restart_run`` first moves an earlier run aside (`move_run_aside`).
     Multi-process (accelerate/torchrun): rank 0 owns the run dir (lock, clobber check, start-up report);
     the other ranks only read which checkpoint to resume (none is written before training starts).
     """
     from qlora_grpo import hardware
 
     main_process = cfg.process_index == 0
+    restart = getattr(cfg, "restart_run", False)
+    if restart and cfg.resume not in ("auto", "never"):
+        raise UserError(f"restart_run starts a new run, resume={cfg.resume} continues one; drop one of them")
     lock = RunLock(cfg.output_dir).acquire() if main_process else None  # a second run stops here
-    resume_from = resolve_resume(cfg.output_dir, cfg.resume, cfg.overwrite_output_dir or not main_process)
+    try:
+        if restart:
+            if main_process:
+                moved = move_run_aside(cfg.output_dir)
+                if moved:
+                    print(f"restart_run: moved the previous run in {cfg.output_dir} to {moved}", flush=True)
+            resume_from = None
+        else:
+            check_same_run(cfg)  # refuses (nothing written) when output_dir recorded a run with other settings
+            resume_from = resolve_resume(cfg.output_dir, cfg.resume, cfg.overwrite_output_dir or not main_process)
+    except BaseException:
+        if lock:
+            lock.release()  # unlocks, and removes the output_dir it created if still empty
+        raise
     if main_process:
         hardware.print_startup(cfg, resume_from)
     return lock, resume_from
+
+
+# What defines a run: continuing a checkpoint with any of these changed would silently mix two runs
+# (other model, data, prompts, rewards, adapter shape, quantization, pixels, seed or optimisation).
+# Free to change on resume: output/logging/saving/evaluation settings, backend, compute_dtype,
+# gradient_checkpointing, and max_steps of a run that has not finished (see `check_same_run`).
+IDENTITY_KEYS = (
+    "model_name_or_path", "init_adapter", "quantization",
+    "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "finetune_vision_layers",
+    "finetune_language_layers", "finetune_attention_modules", "finetune_mlp_modules",
+    "data_path", "train_split", "train_subset", "exclude_modalities", "max_train_samples", "min_pixels", "max_pixels",
+    "template", "prompt_mode", "diversity_prompting", "seed",
+    "learning_rate", "lr_scheduler_type", "per_device_train_batch_size", "gradient_accumulation_steps",
+    "reward_funcs", "reward_weights", "open_metric", "num_generations", "beta", "temperature",
+    "max_completion_length", "loss_type",  # GRPO
+    "sft_target",  # SFT
+)
+PATH_KEYS = ("model_name_or_path", "init_adapter", "data_path")
+
+
+def trainer_kind(cfg) -> str:
+    """"sft" or "grpo" for a parsed config."""
+    return "sft" if hasattr(cfg, "sft_target") else "grpo"
+
+
+def recorded_kind(output_dir: str | Path) -> str | None:
+    """The trainer that wrote ``run_config.yaml`` (its header line names SFT runs), None if unknown."""
+    try:
+        first = (Path(output_dir) / "run_config.yaml").read_text().split("\n", 1)[0]
+    except OSError:
+        return None
+    if "(SFT)" in first:
+        return "sft"
+    return "grpo" if first.startswith("# resolved config") else None
+
+
+def _field_default(cfg, key: str):
+    import dataclasses
+
+    for f in dataclasses.fields(cfg):
+        if f.name == key:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            if f.default_factory is not dataclasses.MISSING:
+                return f.default_factory()
+    return None
+
+
+def _normal(key: str, value, cfg):
+    """A comparable form: absolute paths, floats for numbers, reward weights filled in as training does."""
+    if key in PATH_KEYS and isinstance(value, str) and value:
+        expanded = os.path.expanduser(value)
+        return os.path.normpath(os.path.abspath(expanded)) if os.path.exists(expanded) or os.sep in value else value
+    if key == "reward_weights" and not value:
+        return [1.0] * len(getattr(cfg, "reward_funcs", []) or [])
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        return [_normal("", v, cfg) for v in value]
+    if hasattr(value, "value"):  # enums (lr_scheduler_type)
+        return value.value
+    try:
+        return float(value) if key in ("learning_rate", "beta", "temperature", "lora_dropout") else value
+    except (TypeError, ValueError):
+        return value
+
+
+def run_differences(cfg, recorded: dict, kind: str | None) -> list[str]:
+    """'key: recorded -> now' for every identity key (and the trainer kind) that differs."""
+    diffs = []
+    now_kind = trainer_kind(cfg)
+    if kind and kind != now_kind:
+        diffs.append(f"trainer: {kind.upper()} -> {now_kind.upper()}")
+    for key in IDENTITY_KEYS:
+        if not hasattr(cfg, key):
+            continue
+        if key == "reward_weights" and "reward_weights" not in recorded:
+            before = None  # filled in from reward_funcs below, as training does
+        else:
+            before = recorded.get(key, _field_default(cfg, key))
+        now = getattr(cfg, key)
+        if key == "reward_weights":
+            funcs_before = recorded.get("reward_funcs", _field_default(cfg, "reward_funcs")) or []
+            before = [float(w) for w in before] if before else [1.0] * len(funcs_before)
+        a, b = _normal(key, before, cfg), _normal(key, now, cfg)
+        if a != b:
+            shown = (before, now) if repr(before) != repr(now) else (a, b)  # same text, another working dir
+            diffs.append(f"{key}: {shown[0]!r} -> {shown[1]!r}")
+    return diffs
+
+
+def check_same_run(cfg) -> None:
+    """Refuse (a UserError, nothing written) to continue a run dir that recorded a different run.
+
+    ``run_config.yaml`` (written at the start of every run) is compared with `cfg` on `IDENTITY_KEYS`
+    and the trainer kind (GRPO/SFT). ``max_steps`` may change while the run has not finished (raising
+    it extends the run; the learning-rate schedule follows the new value), but not below the step of
+    the checkpoint it would resume, and not at all once the run saved its final adapter (that would
+    replace the adapter, its evaluation and its model card). A dir without ``run_config.yaml`` is not
+    checked (nothing recorded to compare; `resolve_resume` still refuses to write into it).
+    """
+    out = Path(cfg.output_dir)
+    if not (out / "run_config.yaml").is_file():
+        return
+    recorded = read_run_config(out)
+    diffs = run_differences(cfg, recorded, recorded_kind(out))
+    finished = (out / "adapter_config.json").is_file()
+    before_steps = recorded.get("max_steps", _field_default(cfg, "max_steps"))
+    if cfg.max_steps != before_steps:
+        if finished:
+            diffs.append(f"max_steps: {before_steps!r} -> {cfg.max_steps!r} (the run has finished)")
+        else:
+            resumed = last_complete_checkpoint(out) if cfg.resume == "auto" else (
+                Path(cfg.resume) if cfg.resume != "never" else None)
+            step = checkpoint_step(resumed)
+            if step is not None and 0 < cfg.max_steps < step:
+                diffs.append(f"max_steps: {before_steps!r} -> {cfg.max_steps!r} (below the step {step} "
+                             f"of {resumed.name}, which this run would continue)")
+            elif cfg.process_index == 0:
+                print(f"max_steps {before_steps} -> {cfg.max_steps}: continuing the unfinished run in {out} "
+                      "to the new max_steps", flush=True)
+    if diffs:
+        what = "a finished run" if finished else "a run"
+        raise UserError(f"output_dir {out} holds {what} with other settings ({'; '.join(diffs)}); continuing it "
+                        "would mix two runs. Use a new output_dir, or pass --restart_run true to move the old "
+                        f"run to {out.name}.old-<time>/ and start over")
+
+
+def move_run_aside(output_dir: str | Path) -> Path | None:
+    """Move everything in `output_dir` (but our lock) into a new sibling ``NAME.old-YYYYmmdd-HHMMSS/``;
+    returns it, or None when there was nothing to move. Nothing is deleted."""
+    import time
+
+    out = Path(output_dir)
+    entries = [p for p in out.iterdir() if p.name != LOCK] if out.is_dir() else []
+    if not entries:
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target, n = out.with_name(f"{out.name}.old-{stamp}"), 1
+    while target.exists():
+        n += 1
+        target = out.with_name(f"{out.name}.old-{stamp}-{n}")
+    target.mkdir()
+    for p in entries:
+        os.replace(p, target / p.name)
+    _fsync_path(target, directory=True)
+    _fsync_path(out, directory=True)
+    return target
 
 
 def write_run_config(trainer, cfg, header: str) -> None:

@@ -6,7 +6,9 @@ One JSON object per line with the schema columns: ``id``, ``image`` and
 are optional (``source`` is set to "jsonl"). A relative ``image`` is relative
 to the jsonl file's folder. The split comes from a ``split`` key, else from the
 file name (``train.jsonl``, ``test.jsonl``); when every row has one, the
-default ``--split`` keeps it. A bad line is skipped with its file and line number.
+default ``--split`` keeps it. An optional ``group`` (a patient or case id) keeps
+all questions of that group on one side of any split `prepare` makes (questions
+of one image always are). A bad line is skipped with its file and line number.
 """
 
 from __future__ import annotations
@@ -67,5 +69,7 @@ def read(root: Path, opts: SourceOptions) -> SourceResult:
             split = record.get("split") or file_split
             if split:
                 row["_split"] = split_from_name(str(split)) or str(split)
+            if record.get("group") not in (None, ""):
+                row["_group"] = f"jsonl:{record['group']}"
             result.rows.append(row)
     return result

@@ -148,3 +148,34 @@ def test_compare_two_fake_runs(tmp_path):
     assert r.returncode == 2 and "nothing" in r.stderr
     r = run_cli(["-m", "eval.compare", str(base), str(grpo), "--out", str(out), "--names", "one"])
     assert r.returncode == 2 and "--names" in r.stderr
+
+
+def test_compare_refuses_deltas_between_different_test_sets(tmp_path):
+    """Runs evaluated on other questions (another split, --limit, --subset) are refused, or flagged per row."""
+    from eval.compare import main as compare_main
+
+    def run(name, ids, acc):
+        d = tmp_path / name
+        d.mkdir()
+        g = {"accuracy": acc, "n": len(ids), "correct": round(acc * len(ids)), "ci95": [0.0, 1.0]}
+        (d / "metrics.json").write_text(json.dumps({"overall": g, "by_modality": {"CT": g}, "by_question_type": {},
+                                                    "unparsed_rate": 0.0, "format_violation_rate": 0.0}))
+        (d / "predictions.jsonl").write_text("".join(json.dumps({"id": i, "completion": ""}) + "\n" for i in ids))
+        return str(d)
+
+    base, same, other = run("base", ["q1", "q2", "q3", "q4"], 0.25), run("same", ["q4", "q3", "q2", "q1"], 0.5), \
+        run("other", ["q1", "q2", "q5", "q6"], 1.0)
+    out = tmp_path / "cmp"
+    assert compare_main([base, same, "--out", str(out)]) == 0  # same ids, any order
+    assert "| **Overall** | 25.0 | 50.0 | +25.0 | 4 |" in (out / "compare.md").read_text()
+    r = run_cli(["-m", "eval.compare", base, same, other, "--out", str(tmp_path / "refused")])
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and lines[-1].startswith("error: the runs were evaluated on different test sets")
+    assert "shared with base: other 2" in lines[-1] and "--allow-different-tests" in lines[-1]
+    assert not (tmp_path / "refused").exists()
+    assert compare_main([base, same, other, "--out", str(out), "--allow-different-tests"]) == 0
+    md = (out / "compare.md").read_text()
+    assert "| **Overall** | 25.0 | 50.0 | 100.0 | +25.0 | +75.0 ≠ | 4 |" in md and "| CT | 25.0 | 50.0 | 100.0 | +25.0 | +75.0 ≠ |" in md
+    assert "**Different test sets:** other" in md
+    assert json.loads((out / "compare.json").read_text())["test_sets"] == {"base": "same", "same": "same",
+                                                                           "other": "different"}

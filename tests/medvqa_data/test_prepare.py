@@ -29,7 +29,7 @@ def test_cli_success_prints_a_summary(tmp_path, capsys):
     root = build_omnimedvqa(tmp_path)
     code, out, _ = run(["--source", "omnimedvqa", "--root", str(root), "--out", str(tmp_path / "o")], capsys)
     assert code == 0
-    assert "prepared 81 rows from omnimedvqa" in out and "train 65, test 16" in out
+    assert "prepared 81 rows from omnimedvqa" in out and "train 54, test 27" in out
     assert "skipped 5: " in out and "gold answer not among the options x1" in out
     report = json.loads((tmp_path / "o" / "prepare_report.json").read_text())
     assert report["kept"] == 81 and len(report["skipped"]) == 5
@@ -126,9 +126,22 @@ def test_inspect_prints_counts_and_prompts(tmp_path, capsys):
     prepare_cli.prepare("omnimedvqa", root, out)
     assert inspect_cli.main([str(out), "--n", "2", "--template", "no-think", "--mode", "paper", "--phase", "eval"]) == 0
     text = capsys.readouterr().out
-    assert "train 65 rows, test 16 rows" in text
+    assert "train 54 rows, test 27 rows" in text
     assert "modality" in text and "Ultrasound" in text and "Disease Diagnosis" in text and "DS7" in text
     assert text.count("prompt: ") == 2
     assert "Provide the correct single-letter choice (A, B, C, D,...) inside <answer>...</answer> tags.\n" in text
     assert inspect_cli.main([str(root)]) == 2
     assert "python -m medvqa_data.prepare --source omnimedvqa" in capsys.readouterr().err
+
+
+def test_a_failed_prepare_leaves_no_empty_output_folders(tmp_path, capsys):
+    root = tmp_path / "raw"
+    root.mkdir()
+    (root / "data.jsonl").write_text('{"id": "x", "image": "missing.png", "question": "Q?", "answer": "a"}\n')
+    out = tmp_path / "new" / "deeper" / "out"
+    code, _, err = run(["--source", "jsonl", "--root", str(root), "--out", str(out)], capsys)
+    assert code == 2 and err.startswith("error: no usable rows")
+    assert not (tmp_path / "new").exists()
+    code, _, _ = run(["--source", "omnimedvqa", "--root", str(build_omnimedvqa(tmp_path)), "--out", str(out),
+                      "--strict"], capsys)
+    assert code == 1 and not (tmp_path / "new").exists()
