@@ -54,11 +54,9 @@ RESULT_KEYS = ("answer", "letter", "option", "reasoning", "completion", "format_
 
 def parse_options(options: str | list | tuple | None) -> list[str]:
     """Option texts in letter order from a list or a "A;B;C" string; [] for none. Checks count and emptiness."""
-    if options is None:
-        return []
+    if not options or (isinstance(options, str) and not options.strip()):
+        return []  # None, "", [] (an already parsed open question): no options
     if isinstance(options, str):
-        if not options.strip():
-            return []
         items = options.split(";")
     else:
         items = list(options)

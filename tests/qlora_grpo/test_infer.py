@@ -184,3 +184,29 @@ def test_paper_mode_adapter_needs_options(tiny_model, adapter_run, png, tmp_path
     with pytest.raises(UserError, match="multiple-choice"):
         p.ask(png, "Is there a fracture?")
     assert "single-letter" in p.prompt("Which modality?", OPTIONS)
+
+
+@pytest.mark.parametrize("paper", [False, True])
+def test_cli_open_and_multiple_choice(tiny_model, adapter_run, png, tmp_path, capsys, paper):
+    """The CLI without --options asks an open question (the options were once parsed twice and it
+    always failed); with --options a multiple-choice one; a paper-mode adapter refuses open questions."""
+    run = adapter_run
+    if paper:
+        run = tmp_path / "paper"
+        shutil.copytree(adapter_run, run)
+        cfg = yaml.safe_load((run / "run_config.yaml").read_text())
+        (run / "run_config.yaml").write_text(yaml.safe_dump({**cfg, "prompt_mode": "paper"}))
+    base = ["--model", str(tiny_model), "--adapter", str(run), "--image", str(png), "--max-new-tokens", "4",
+            "--json"]
+    rc = infer.main([*base, "--question", "Which modality?", "--options", "CT;MRI"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    assert json.loads(out.out.strip().splitlines()[-1])["letter"] in (None, "A", "B")
+    if paper:
+        assert "multiple-choice" in _error(capsys, [*base, "--question", "Is there a fracture?"])
+    else:
+        rc = infer.main([*base, "--question", "Is there a fracture?"])
+        out = capsys.readouterr()
+        assert rc == 0, out.err
+        result = json.loads(out.out.strip().splitlines()[-1])
+        assert result["letter"] is None and result["option"] is None
