@@ -148,3 +148,14 @@ def test_compare_two_fake_runs(tmp_path):
     assert r.returncode == 2 and "nothing" in r.stderr
     r = run_cli(["-m", "eval.compare", str(base), str(grpo), "--out", str(out), "--names", "one"])
     assert r.returncode == 2 and "--names" in r.stderr
+
+
+def test_json_errors_say_where(tmp_path):
+    """A cut-off line says so (it used to say "at column 1", the newline after it); others name the column."""
+    from eval.scoring import read_predictions
+
+    src = tmp_path / "p.jsonl"
+    src.write_text('{"id": "a", "completion": "x"\n{"id": "b" "completion": "y"}\n')
+    _, bad = read_predictions(src, strict=True)
+    assert "cut off" in bad[0]["error"] and "column 1" not in bad[0]["error"]
+    assert "at column 12" in bad[1]["error"] and '"completio' in bad[1]["error"]
