@@ -25,7 +25,7 @@ Python:
 
     from qlora_grpo.infer import load
     p = load("runs/tiny-qwen2-vl", adapter="runs/demo/grpo")
-    p.ask("scan.dcm", "Which modality is shown?", ["CT", "MRI", "X-Ray", "Ultrasound"])
+    p.ask("medvqa_data/sample/scan.dcm", "Which modality is shown?", ["CT", "MRI", "X-Ray", "Ultrasound"])
     # {'answer': 'A', 'letter': 'A', 'option': 'CT', 'reasoning': '...', 'completion': '...', 'format_ok': True}
 
 Bad input (unreadable image, missing dirs, an adapter trained on another base model, bad options)
