@@ -134,3 +134,33 @@ def fix_bnb_linear4bit(model) -> int:
             module.support_avx512bf16_for_cpu = False
             n += 1
     return n
+
+
+def fix_multiprocess_cpu_resume(trainer) -> bool:
+    """Let a multi-process CPU run (accelerate/torchrun, gloo) resume: the Trainer loads the optimizer
+    state with `map_location=args.device` when world_size > 1, and on CPU that device is `cpu:0`, which
+    `torch.load` rejects ("don't know how to restore data location"). While the Trainer loads its
+    optimizer and scheduler, such a map_location becomes plain "cpu". Returns True if patched."""
+    if has_cuda() or trainer.args.world_size <= 1:
+        return False
+    import torch
+
+    original = trainer._load_optimizer_and_scheduler
+
+    def load_optimizer_and_scheduler(checkpoint):
+        real_load = torch.load
+
+        def cpu_load(*args, **kwargs):
+            location = kwargs.get("map_location")
+            if isinstance(location, torch.device) and location.type == "cpu":
+                kwargs["map_location"] = "cpu"
+            return real_load(*args, **kwargs)
+
+        torch.load = cpu_load
+        try:
+            return original(checkpoint)
+        finally:
+            torch.load = real_load
+
+    trainer._load_optimizer_and_scheduler = load_optimizer_and_scheduler
+    return True

@@ -463,6 +463,9 @@ def train(trainer, resume_from: str | None):
         trainer._load_from_checkpoint(resume_from)
         trainer.state = TrainerState.load_from_json(str(Path(resume_from) / "trainer_state.json"))
         return None
+    from qlora_grpo import cpu_compat
+
+    cpu_compat.fix_multiprocess_cpu_resume(trainer)  # multi-process CPU runs resume as single-process ones
     return trainer.train(resume_from_checkpoint=resume_from)
 
 
