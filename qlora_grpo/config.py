@@ -243,7 +243,7 @@ RANGES = {
         "max_completion_length", "num_generations")},
 }
 
-NULL_WORDS = ("null", "none", "~")
+NULL_WORDS = ("null", "Null", "NULL", "~")  # YAML's; not "none", which is a value (report_to: none)
 
 
 def _yaml_cli_values(argv: list[str], cls: type) -> tuple[dict, list[str]]:
@@ -262,10 +262,10 @@ def _yaml_cli_values(argv: list[str], cls: type) -> tuple[dict, list[str]]:
         args = typing.get_args(tp) if tp is not None else ()
         optional = type(None) in args
         is_list = typing.get_origin(tp) is list or any(typing.get_origin(a) is list for a in args)
-        if tp is not None and has_value and ((optional and value.strip().lower() in NULL_WORDS)
+        if tp is not None and has_value and ((optional and value.strip() in NULL_WORDS)
                                             or (is_list and value.strip().startswith("["))):
             try:
-                parsed = None if value.strip().lower() in NULL_WORDS else yaml.safe_load(value)
+                parsed = None if value.strip() in NULL_WORDS else yaml.safe_load(value)
             except yaml.YAMLError:
                 parsed = value
             if not _type_ok(parsed, tp):

@@ -66,6 +66,7 @@ def test_null_and_lists_on_the_command_line_parse_as_in_yaml(tmp_path):
     assert cfg.reward_weights == [1.0, 0.5]
     assert parse_config(["--exclude_modalities", "[CT, MRI]"]).exclude_modalities == ["CT", "MRI"]
     assert parse_config(["--exclude_modalities", "CT", "MRI"]).exclude_modalities == ["CT", "MRI"]  # argparse form
+    assert parse_config(["--report_to", "none"]).report_to == []  # "none" is a value (no loggers), as in YAML
     with pytest.raises(UserError, match="--lora_target_modules"):
         parse_config(["--lora_target_modules", "[1, 2]"])
 
