@@ -16,7 +16,7 @@ cpu_compat.setup_env()
 cpu_compat.preimport_backend(sys.argv[1:])
 
 from medvqa_data.errors import DataError  # noqa: E402
-from qlora_grpo.errors import UserError  # noqa: E402
+from qlora_grpo.errors import Interrupted, UserError  # noqa: E402
 
 
 def rewards_options(cfg) -> dict:
@@ -125,3 +125,12 @@ if __name__ == "__main__":
     except (UserError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except Interrupted as e:  # Ctrl-C during training: step, what is saved, the resume command
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:  # before training started or after the adapter was saved
+        from qlora_grpo.rundir import resume_command
+
+        print("error: interrupted (Ctrl-C) outside training (loading, or evaluating a saved adapter): no training "
+              f"step is lost; rerun with: {resume_command()}", file=sys.stderr)
+        sys.exit(130)

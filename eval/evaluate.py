@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from eval.scoring import EVAL_TEMPLATES, PRED_KEYS, check_mode, prompt_mode, read_predictions, score_record
+from medvqa_data.errors import ImageError
 from qlora_grpo.rundir import read_run_config
 
 __all__ = ["EVAL_TEMPLATES", "PRED_KEYS", "evaluate", "generate_batch", "main", "score_prediction"]
@@ -116,12 +117,17 @@ def evaluate(model, processor, ds, template: str, out_dir: str | Path, mode: str
     todo = [row for row, i in zip(rows, ids) if i not in done]
     bar = tqdm(total=len(rows), initial=len(rows) - len(todo), desc="evaluate", unit="sample",
                disable=not progress, file=sys.stderr)
-    t0, n_new = time.perf_counter(), 0
+    t0, n_new, skipped = time.perf_counter(), 0, {}
     with pred_file.open("a") as f:
         for i in range(0, len(todo), batch_size):
             batch = todo[i:i + batch_size]
-            completions = generate_batch(model, processor, batch, template, mode, max_new_tokens,
-                                         min_pixels, max_pixels)
+            try:
+                completions = generate_batch(model, processor, batch, template, mode, max_new_tokens,
+                                             min_pixels, max_pixels)
+            except ImageError:  # one unreadable image must not end an evaluation: skip and count its rows
+                batch = _drop_unreadable(batch, skipped, min_pixels, max_pixels)
+                completions = generate_batch(model, processor, batch, template, mode, max_new_tokens,
+                                             min_pixels, max_pixels) if batch else []
             for row, completion in zip(batch, completions):
                 rec = score_record(row, completion, template, mode)
                 done[str(rec["id"])] = rec
@@ -139,7 +145,29 @@ def evaluate(model, processor, ds, template: str, out_dir: str | Path, mode: str
         for r in preds:
             f.write(json.dumps(r) + "\n")
     tmp.replace(pred_file)
-    return write_outputs(preds, out, template, mode, title, plot=plot)
+    extra = {}
+    if skipped:
+        extra["skipped_images"] = list(skipped.values())
+        first = next(iter(skipped.values()))
+        print(f"warning: skipped {len(skipped)} row(s) whose image cannot be read (e.g. {first['image']}: "
+              f"{first['reason']}); they are not scored and are listed in {out / 'report.md'}; re-run "
+              "`python -m medvqa_data.prepare` to rebuild the dataset", file=sys.stderr)
+    return write_outputs(preds, out, template, mode, title, plot=plot, extra=extra)
+
+
+def _drop_unreadable(batch: list[dict], skipped: dict, min_pixels: int, max_pixels: int) -> list[dict]:
+    """The rows of `batch` whose image decodes; the others go into `skipped` (id -> id, image, reason)."""
+    from medvqa_data.dataset import load_row_image
+
+    good = []
+    for row in batch:
+        try:
+            load_row_image(row["image"], min_pixels, max_pixels)
+        except ImageError as e:
+            skipped[str(row["id"])] = {"id": str(row["id"]), "image": str(row["image"]), "reason": e.reason}
+        else:
+            good.append(row)
+    return good
 
 
 def warn_template(run_cfg: dict, template: str, adapter: str | Path | None) -> None:

@@ -285,7 +285,7 @@ def generalization(runs_dir: str | Path, data: str | Path, axis: str, out: str |
     run_rows = [r for r in rows if r != BASE]
     write_tables(out, axis, rows, cols, acc, n, title)
     heatmap([[acc[r].get(c) for c in cols] for r in rows], rows, cols, out / "heatmap.png",
-            f"accuracy (%): trained on {label} (rows) x tested on {label} (columns)",
+            "accuracy (%)",
             xlabel=f"tested on ({label})", ylabel=f"trained on ({label})", separate_first_row=base)
     result = {"axis": axis, "data": data_abs, "split": split, "model": model_abs, "mode": mode, "limit": limit,
               "rows": rows, "columns": cols, "accuracy": acc, "ci95": ci, "n": n,
@@ -297,7 +297,7 @@ def generalization(runs_dir: str | Path, data: str | Path, axis: str, out: str |
                          and acc[BASE].get(c) is not None else None) for c in cols} for r in run_rows}
         write_tables(out, axis, run_rows, cols, delta, n, f"{title}: gain over the base model", delta=True)
         heatmap([[delta[r].get(c) for c in cols] for r in run_rows], run_rows, cols, out / "heatmap_delta.png",
-                f"accuracy gain over the base model (points): trained on {label} x tested on {label}",
+                "gain over the base model (points)",
                 cbar_label="points vs base", diverging=True, xlabel=f"tested on ({label})",
                 ylabel=f"trained on ({label})")
         result["delta"] = delta

@@ -155,6 +155,14 @@ def markdown_report(metrics: dict, title: str = "Evaluation", figure: str | None
             lines.append(f"| {k} | {v['n']} | {_pct(v['exact_match'])} | {_pct(v['token_recall'])} | "
                          f"{_pct(v['token_f1'])} |")
         lines += ["", f"Unparsed open answers: {_pct(op.get('unparsed_rate'))}%", ""]
+    if metrics.get("skipped_images"):
+        bad = metrics["skipped_images"]
+        lines += [f"## Skipped rows: image cannot be read ({len(bad)}, not scored)", "",
+                  "Re-run `python -m medvqa_data.prepare` to rebuild the dataset (it checks every image).", ""]
+        lines += [f"- {b['id']}: {b['image']}: {b['reason']}" for b in bad[:50]]
+        if len(bad) > 50:
+            lines.append(f"- ... and {len(bad) - 50} more")
+        lines.append("")
     if metrics.get("malformed_lines"):
         bad = metrics["malformed_lines"]
         lines += ["## Malformed prediction lines (not scored)", ""]

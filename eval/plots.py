@@ -62,8 +62,9 @@ def accuracy_bars(metrics: dict, path: str | Path, title: str = "Accuracy") -> P
     overall = 100 * metrics["overall"]["accuracy"] if metrics["overall"]["n"] else None
     _hbar_panel(ax1, mod, "Modality", overall)
     _hbar_panel(ax2, qt, "Question type", overall)
-    fig.suptitle(f"{title}\noverall {overall if overall is not None else 0:.1f}% (n={metrics['overall']['n']})",
-                 fontsize=10)
+    o = metrics["overall"]
+    ci = f", 95% CI {100 * o['ci95'][0]:.1f}-{100 * o['ci95'][1]:.1f}" if o.get("ci95") and o["n"] else ""
+    fig.suptitle(f"{title}\noverall {overall if overall is not None else 0:.1f}% (n={o['n']}{ci})", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -83,19 +84,26 @@ def grouped_bars(names: list[str], metrics_list: list[dict], path: str | Path, t
     for ax, (key, label, cats) in zip(axes, panels):
         w = 0.8 / max(1, len(names))
         for i, (name, m) in enumerate(zip(names, metrics_list)):
-            vals = []
+            vals, lo, hi = [], [], []
             for c in cats:
                 g = m["overall"] if c == "Overall" else (m.get(key) or {}).get(c)
                 vals.append(100 * g["accuracy"] if g and g.get("n") else math.nan)
+                ci = (g or {}).get("ci95") or [vals[-1] / 100, vals[-1] / 100]
+                lo.append(max(0.0, vals[-1] - 100 * ci[0]) if not math.isnan(vals[-1]) else 0.0)
+                hi.append(max(0.0, 100 * ci[1] - vals[-1]) if not math.isnan(vals[-1]) else 0.0)
             xs = [j - 0.4 + w * (i + 0.5) for j in range(len(cats))]
-            ax.bar(xs, vals, width=w, label=name, color=colors[i % len(colors)])
+            ax.bar(xs, vals, width=w, label=name, color=colors[i % len(colors)], yerr=[lo, hi],
+                   error_kw={"elinewidth": 0.7, "capsize": 1.5, "ecolor": "#333333"})
             for x, v in zip(xs, vals):
                 if not math.isnan(v) and len(names) * len(cats) <= 60:
                     ax.text(x, v + 1, f"{v:.0f}", ha="center", va="bottom", fontsize=7)
-        ax.set_xticks(range(len(cats)), labels=cats, rotation=20, ha="right")
+        ns = [((metrics_list[0]["overall"] if c == "Overall" else (metrics_list[0].get(key) or {}).get(c)) or {})
+              .get("n") for c in cats]
+        ax.set_xticks(range(len(cats)), labels=[f"{c} (n={k})" if k else c for c, k in zip(cats, ns)],
+                      rotation=20, ha="right")
         ax.set_ylim(0, 128)  # headroom for the legend above the 100% line
         ax.set_yticks(range(0, 101, 20))
-        ax.set_ylabel("accuracy (%)")
+        ax.set_ylabel("accuracy (%), 95% CI")
         ax.set_title(f"overall and by {label}")
         ax.legend(fontsize=8, ncol=min(len(names), 4), loc="upper right")
     fig.suptitle(title, fontsize=11)

@@ -134,10 +134,13 @@ def read_predictions(path: str | Path, strict: bool = False) -> tuple[list[dict]
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
+            text = line.strip()  # the newline would make a cut-off line's error point at "column 1" of the next
             try:
-                rec = json.loads(line)
+                rec = json.loads(text)
             except json.JSONDecodeError as e:
-                bad.append({"line": n, "error": f"invalid JSON ({e.msg} at column {e.colno})"})
+                where = ("the line ends before the JSON object does (cut off?)" if e.pos >= len(text)
+                         else f"at column {e.colno}: {text[max(0, e.pos - 10):e.pos + 10]!r}")
+                bad.append({"line": n, "error": f"invalid JSON ({e.msg}; {where})"})
                 continue
             err = validate_record(rec) if strict else (None if isinstance(rec, dict) and "id" in rec
                                                       else "not a prediction record")

@@ -573,6 +573,17 @@ def notice_text(images: Sequence[SampleImage], out_name: str = "omnimedvqa") -> 
         lines.append(
             f"| `{rel}` | `{im.source}` | {im.detail} | {im.anatomy or '(modality question only)'} |"
         )
+    lines += [
+        "",
+        "## Inference examples",
+        "",
+        "Two unconverted files for the `python -m qlora_grpo.infer` examples (README, docs/inference.md):",
+        "",
+        "| file | copy of | licence |",
+        "|---|---|---|",
+        f"| `scan.dcm` | `CT_small.dcm`, byte for byte | {SOURCES['CT_small.dcm'].licence} |",
+        f"| `scan.nii.gz` | `anatomical.nii`, gzip-compressed | {SOURCES['anatomical.nii'].licence} |",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from medvqa_data import images, templates
+from medvqa_data.errors import DataError, ImageError
 
 ANSWER_COLUMNS = ["id", "answer", "options", "answer_letter", "answer_type", "question", "modality",
                   "question_type", "dataset"]
@@ -75,14 +76,66 @@ def to_trl(ds, template: str, mode: str = "default", phase: str = "train", min_p
         for i, row in enumerate(ds.select_columns(["question", "options", "answer_type"]))
     ]
     ds = ds.add_column("prompt", prompts)
+    substitute = _Substitutes(ds, min_pixels, max_pixels)
 
     def _decode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        out = dict(batch)
+        out = {k: list(v) for k, v in batch.items()}
         if "image" in batch:
-            out["image"] = [load_row_image(p, min_pixels, max_pixels) for p in batch["image"]]
+            decoded = []
+            for i, path in enumerate(batch["image"]):
+                try:
+                    decoded.append(load_row_image(path, min_pixels, max_pixels))
+                except ImageError as e:  # a run hours in must not die on one file
+                    row, image = substitute(path, e.reason)
+                    for k in out:
+                        if k != "image" and k in row:
+                            out[k][i] = row[k]
+                    decoded.append(image)
+            out["image"] = decoded
         return out
 
     return ds.with_transform(_decode)
+
+
+class _Substitutes:
+    """Training rows whose image cannot be read are skipped: each is replaced (all columns) by the next
+    row of the dataset whose image decodes, always the same one, so GRPO's groups stay one prompt each
+    and every process agrees. A warning names the file and counts the bad images so far."""
+
+    def __init__(self, ds, min_pixels: int, max_pixels: int):
+        self.ds, self.min_pixels, self.max_pixels = ds, min_pixels, max_pixels
+        self.paths: list[str] | None = None
+        self.bad: dict[str, str] = {}  # path -> reason
+        self.chosen: dict[str, int] = {}  # bad path -> index of its substitute row
+
+    def __call__(self, path: str, reason: str):
+        import sys
+
+        if path not in self.bad:
+            self.bad[path] = reason
+            print(f"warning: training image {path} cannot be read ({reason}); its row is skipped "
+                  f"({len(self.bad)} unreadable training image(s) so far); re-run `python -m medvqa_data.prepare` "
+                  "to rebuild the dataset", file=sys.stderr, flush=True)
+        if path not in self.chosen:
+            self.paths = self.paths or [str(p) for p in self.ds["image"]]
+            start = self.paths.index(path) if path in self.paths else 0
+            for step in range(1, len(self.paths) + 1):
+                j = (start + step) % len(self.paths)
+                candidate = self.paths[j]
+                if candidate in self.bad:
+                    continue
+                try:
+                    load_row_image(candidate, self.min_pixels, self.max_pixels)
+                except ImageError as e:
+                    self.bad[candidate] = e.reason
+                    continue
+                self.chosen[path] = j
+                break
+            else:
+                raise DataError(f"no training image of the dataset can be read (e.g. {path}: {reason}); "
+                                "re-run `python -m medvqa_data.prepare`")
+        row = self.ds[self.chosen[path]]
+        return row, load_row_image(row["image"], self.min_pixels, self.max_pixels)
 
 
 def sft_target(row: dict, template: str, kind: str = "answer") -> str:

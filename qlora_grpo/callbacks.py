@@ -98,8 +98,9 @@ def _plain(x) -> str:
 
 
 class SampleLogger(TrainerCallback):
-    """Every K steps: the last batch's prompts, completions and per-reward scores to samples.jsonl
-    (text only, never images) and to TensorBoard; also logs the count of reward-function errors."""
+    """Every K steps and at the last step (so a run shorter than K still has samples): the last batch's
+    prompts, completions and per-reward scores to samples.jsonl (text only, never images) and to
+    TensorBoard; also logs the count of reward-function errors."""
 
     def __init__(self, recorder: SampleRecorder, every: int, output_dir: str, max_samples: int = 4):
         self.recorder, self.every, self.max_samples = recorder, max(1, every), max_samples
@@ -108,7 +109,8 @@ class SampleLogger(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         last = self.recorder.last
-        if not state.is_world_process_zero or not last or state.global_step % self.every:
+        final = state.max_steps > 0 and state.global_step >= state.max_steps
+        if not state.is_world_process_zero or not last or (state.global_step % self.every and not final):
             return control
         rows = []
         for i, completion in enumerate(last["completions"][: self.max_samples]):

@@ -209,7 +209,11 @@ def _check_yaml(path: str, cls: type) -> dict:
     except FileNotFoundError:
         raise UserError(f"config file not found: {path} (see configs/ for the shipped profiles)") from None
     except yaml.YAMLError as e:
-        raise UserError(f"config file {path} is not valid YAML: {e}") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"config file {path} is not valid YAML{where}: {what}; fix the syntax there "
+                        "(key: value, consistent indentation, quote values containing ': ')") from None
     if not isinstance(data, dict):
         raise UserError(f"config file {path} must be a YAML mapping of key: value")
     hints = typing.get_type_hints(cls)
@@ -229,12 +233,63 @@ def _check_yaml(path: str, cls: type) -> dict:
     return data
 
 
+# Value ranges checked after parsing: (test, what is allowed). Values that mean nothing are refused
+# here, not silently reinterpreted downstream (e.g. max_steps 0 would train one step, -3 a whole epoch).
+RANGES = {
+    "max_steps": (lambda v: v == -1 or v >= 1, "a number of optimizer steps >= 1, or -1 (TRL's default: "
+                  "train num_train_epochs epochs instead)"),
+    "lora_dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "learning_rate": (lambda v: v > 0, "> 0"),
+    "max_train_samples": (lambda v: v is None or v >= 1, ">= 1 (or null for all rows)"),
+    "eval_max_samples": (lambda v: v is None or v >= 1, ">= 1 (or null for all rows)"),
+    **{k: (lambda v: v is None or v >= 1, ">= 1") for k in (
+        "lora_r", "lora_alpha", "min_pixels", "max_pixels", "eval_batch_size", "eval_max_new_tokens",
+        "sample_log_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
+        "max_completion_length", "num_generations")},
+}
+
+NULL_WORDS = ("null", "Null", "NULL", "~")  # YAML's; not "none", which is a value (report_to: none)
+
+
+def _yaml_cli_values(argv: list[str], cls: type) -> tuple[dict, list[str]]:
+    """Take `--key null` (Optional fields) and `--key '[a, b]'` (list fields) out of `argv`, read as YAML
+    reads them: argparse alone would store the string 'null' and the list ['[a, b]']. Returns
+    ({key: value}, the remaining argv); the values become parser defaults, so they still beat the YAML."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    out, rest, i = {}, [], 0
+    while i < len(argv):
+        token = argv[i]
+        key, eq, value = token[2:].partition("=") if token.startswith("--") else ("", "", "")
+        has_value = bool(eq) or i + 1 < len(argv)
+        value = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+        tp = hints.get(key) if key in names else None
+        args = typing.get_args(tp) if tp is not None else ()
+        optional = type(None) in args
+        is_list = typing.get_origin(tp) is list or any(typing.get_origin(a) is list for a in args)
+        if tp is not None and has_value and ((optional and value.strip() in NULL_WORDS)
+                                            or (is_list and value.strip().startswith("["))):
+            try:
+                parsed = None if value.strip() in NULL_WORDS else yaml.safe_load(value)
+            except yaml.YAMLError:
+                parsed = value
+            if not _type_ok(parsed, tp):
+                raise UserError(f"--{key} {value!r} has the wrong type: expected {tp}, e.g. --{key} '[a, b]'")
+            out[key] = parsed
+            i += 1 if eq else 2
+            continue
+        rest.append(token)
+        i += 1
+    return out, rest
+
+
 def parse_config(argv: list[str] | None, cls: type = MedGRPOConfig):
     """Parse `--config FILE.yaml` plus CLI overrides into `cls`; raise UserError on any bad key/value."""
     import sys
 
     argv = list(sys.argv[1:] if argv is None else argv)
     data: dict = {}
+    cli_values, argv = _yaml_cli_values(argv, cls)
     if "--config" in argv:
         i = argv.index("--config")
         if i + 1 >= len(argv):
@@ -256,6 +311,11 @@ def parse_config(argv: list[str] | None, cls: type = MedGRPOConfig):
         raise UserError(f"{message} (run with --help to list the options)")
 
     parser.error = _error
+    if cli_values:  # as parser defaults applied after the YAML's, so the command line still wins
+        yaml_defaults = parser.set_defaults_with_config
+        parser.set_defaults_with_config = lambda **kw: yaml_defaults(**{**kw, **cli_values})
+        if "--config" not in argv:
+            parser.set_defaults_with_config()
     try:
         (cfg,) = parser.parse_args_and_config(argv)
     except ValueError as e:
@@ -263,6 +323,11 @@ def parse_config(argv: list[str] | None, cls: type = MedGRPOConfig):
     for key, allowed in CHOICES.items():
         if hasattr(cfg, key) and getattr(cfg, key) not in allowed:
             raise UserError(f"{key}={getattr(cfg, key)!r} is not valid; choose one of {', '.join(allowed)}")
+    for key, (ok, allowed) in RANGES.items():
+        if hasattr(cfg, key) and not ok(getattr(cfg, key)):
+            raise UserError(f"{key}={getattr(cfg, key)!r} means nothing; it must be {allowed}")
+    if cfg.min_pixels > cfg.max_pixels:
+        raise UserError(f"min_pixels {cfg.min_pixels} is larger than max_pixels {cfg.max_pixels}; lower min_pixels")
     return cfg
 
 

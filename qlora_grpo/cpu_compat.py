@@ -10,12 +10,24 @@
    program per token; under the Triton interpreter that dominates a CPU step. `patch_trl_cpu_kernels()`
    swaps in the same math in plain torch (full logits, autograd backward) when no GPU is present;
    a test checks it against TRL's kernel.
+4. bitsandbytes on CPUs with AVX512-BF16 logs "Failed to load CPU gemm_4bit_forward from
+   kernels-community" at import when the optional `kernels` package (a hub download) is absent. That
+   kernel only speeds up bf16 4-bit matmuls; bitsandbytes falls back to its own CPU code, we run fp32 on
+   CPU and turn the AVX512-BF16 path off (2.), so nothing is lost: `setup_env()` filters that one line.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+
+BNB_KERNEL_NOTICE = "gemm_4bit_forward from kernels-community"
+
+
+class _DropBnbKernelNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return BNB_KERNEL_NOTICE not in record.getMessage()
 
 
 def has_cuda() -> bool:
@@ -30,6 +42,9 @@ def setup_env() -> None:
     # Medical data: never phone home (telemetry off; the hub is reached only for hub ids).
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    bnb_logger = logging.getLogger("bitsandbytes.backends.cpu.ops")  # the same object bitsandbytes gets later
+    if not any(isinstance(f, _DropBnbKernelNotice) for f in bnb_logger.filters):
+        bnb_logger.addFilter(_DropBnbKernelNotice())
     if not has_cuda():
         if "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1":
             raise RuntimeError("triton was imported before qlora_grpo.cpu_compat.setup_env(); call it first")
@@ -51,8 +66,8 @@ def preimport_backend(argv: list[str]) -> str | None:
                 data = yaml.safe_load(f)
             if isinstance(data, dict):
                 backend = data.get("backend")
-        except (OSError, ValueError):
-            pass  # the config parser reports bad files properly later
+        except Exception:  # noqa: BLE001  (OSError, YAMLError, ...)
+            pass  # the config parser reports bad files properly later (one line)
     if "--backend" in argv and argv.index("--backend") + 1 < len(argv):
         backend = argv[argv.index("--backend") + 1]
     if backend in ("unsloth", "auto", None) and has_cuda():
@@ -119,3 +134,33 @@ def fix_bnb_linear4bit(model) -> int:
             module.support_avx512bf16_for_cpu = False
             n += 1
     return n
+
+
+def fix_multiprocess_cpu_resume(trainer) -> bool:
+    """Let a multi-process CPU run (accelerate/torchrun, gloo) resume: the Trainer loads the optimizer
+    state with `map_location=args.device` when world_size > 1, and on CPU that device is `cpu:0`, which
+    `torch.load` rejects ("don't know how to restore data location"). While the Trainer loads its
+    optimizer and scheduler, such a map_location becomes plain "cpu". Returns True if patched."""
+    if has_cuda() or trainer.args.world_size <= 1:
+        return False
+    import torch
+
+    original = trainer._load_optimizer_and_scheduler
+
+    def load_optimizer_and_scheduler(checkpoint):
+        real_load = torch.load
+
+        def cpu_load(*args, **kwargs):
+            location = kwargs.get("map_location")
+            if isinstance(location, torch.device) and location.type == "cpu":
+                kwargs["map_location"] = "cpu"
+            return real_load(*args, **kwargs)
+
+        torch.load = cpu_load
+        try:
+            return original(checkpoint)
+        finally:
+            torch.load = real_load
+
+    trainer._load_optimizer_and_scheduler = load_optimizer_and_scheduler
+    return True

@@ -25,7 +25,7 @@ Python:
 
     from qlora_grpo.infer import load
     p = load("runs/tiny-qwen2-vl", adapter="runs/demo/grpo")
-    p.ask("scan.dcm", "Which modality is shown?", ["CT", "MRI", "X-Ray", "Ultrasound"])
+    p.ask("medvqa_data/sample/scan.dcm", "Which modality is shown?", ["CT", "MRI", "X-Ray", "Ultrasound"])
     # {'answer': 'A', 'letter': 'A', 'option': 'CT', 'reasoning': '...', 'completion': '...', 'format_ok': True}
 
 Bad input (unreadable image, missing dirs, an adapter trained on another base model, bad options)
@@ -54,11 +54,9 @@ RESULT_KEYS = ("answer", "letter", "option", "reasoning", "completion", "format_
 
 def parse_options(options: str | list | tuple | None) -> list[str]:
     """Option texts in letter order from a list or a "A;B;C" string; [] for none. Checks count and emptiness."""
-    if options is None:
-        return []
+    if not options or (isinstance(options, str) and not options.strip()):
+        return []  # None, "", [] (an already parsed open question): no options
     if isinstance(options, str):
-        if not options.strip():
-            return []
         items = options.split(";")
     else:
         items = list(options)

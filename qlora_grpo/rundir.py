@@ -481,6 +481,9 @@ def train(trainer, resume_from: str | None):
         trainer._load_from_checkpoint(resume_from)
         trainer.state = TrainerState.load_from_json(str(Path(resume_from) / "trainer_state.json"))
         return None
+    from qlora_grpo import cpu_compat
+
+    cpu_compat.fix_multiprocess_cpu_resume(trainer)  # multi-process CPU runs resume as single-process ones
     return trainer.train(resume_from_checkpoint=resume_from)
 
 
@@ -688,6 +691,39 @@ def write_run_config(trainer, cfg, header: str) -> None:
             f.write(f"# {header}\n{to_yaml(cfg)}")
 
 
+def resume_command(argv: list[str] | None = None) -> str:
+    """The command line that continues this run: the same one, with `--resume auto` (not never/PATH)."""
+    import shlex
+    import sys
+
+    argv = list(sys.argv if argv is None else argv)
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] == "--resume":
+            i += 2
+            continue
+        if not argv[i].startswith("--resume="):
+            out.append(argv[i])
+        i += 1
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    launcher = f"accelerate launch --num_processes {world}" if world > 1 else "python"
+    return f"{launcher} {shlex.join(out)} --resume auto"
+
+
+def interrupted_message(trainer, cfg, saving: bool = False) -> str:
+    """For Ctrl-C during training: the step reached, the last complete checkpoint, the resume command."""
+    step = getattr(getattr(trainer, "state", None), "global_step", 0) or 0
+    for cb in getattr(getattr(trainer, "callback_handler", None), "callbacks", []):
+        if getattr(cb, "training_bar", None) is not None:  # end the progress bar's line before the message
+            cb.training_bar.close()
+            cb.training_bar = None
+    last = last_complete_checkpoint(cfg.output_dir)
+    where = "while saving the final adapter" if saving else f"at step {step} of {cfg.max_steps}"
+    saved = (f"saved: {last} (the last complete checkpoint, step {_step(last)}); steps after it are redone"
+             if last else f"no complete checkpoint yet (save_steps={cfg.save_steps}), so a rerun starts from step 0")
+    return f"interrupted (Ctrl-C) {where}; {saved}; resume with: {resume_command()}"
+
+
 def train_and_save(trainer, processor, cfg, resume_from: str | None) -> None:
     """Train (resuming), then save the final adapter safely and the log history (trainer_state.json).
 
@@ -697,9 +733,12 @@ def train_and_save(trainer, processor, cfg, resume_from: str | None) -> None:
     import torch
 
     from qlora_grpo import callbacks, hardware
+    from qlora_grpo.errors import Interrupted
 
     try:
         train(trainer, resume_from)  # resumed at max_steps: no extra step
+    except KeyboardInterrupt:
+        raise Interrupted(interrupted_message(trainer, cfg)) from None
     except torch.cuda.OutOfMemoryError as e:
         raise UserError(hardware.oom_message(cfg)) from e
     except Exception as e:
@@ -708,6 +747,8 @@ def train_and_save(trainer, processor, cfg, resume_from: str | None) -> None:
     callbacks.raise_if_stopped(trainer, cfg.output_dir)
     try:  # via a temporary folder, file by file: a kill never leaves a truncated adapter in output_dir
         save_final(trainer, processor, cfg.output_dir)
+    except KeyboardInterrupt:
+        raise Interrupted(interrupted_message(trainer, cfg, saving=True)) from None
     except Exception as e:
         raise_if_disk_full(cfg.output_dir, e)
         raise

@@ -98,7 +98,20 @@ def plot_rewards(log: list[dict], out: Path) -> Path | None:
     return path
 
 
-def plot_modalities(table: dict, out: Path, heldout: str | None) -> Path:
+def plot_modalities(table: dict, out: Path, heldout: str | None, runs: dict[str, dict] | None = None) -> Path:
+    """per_modality.png (see `modality_figure`)."""
+    import matplotlib.pyplot as plt
+
+    fig = modality_figure(table, heldout, runs)
+    path = out / "per_modality.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def modality_figure(table: dict, heldout: str | None, runs: dict[str, dict] | None = None):
+    """Bars per modality and run, each labelled with its value (a 0% bar is still visible as "0"), with
+    95% CI whiskers and n per modality when the runs' metrics are given."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -107,22 +120,29 @@ def plot_modalities(table: dict, out: Path, heldout: str | None) -> Path:
     mods = list(table["by_modality"])
     names = list(table["overall"])
     width = 0.8 / len(names)
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = plt.subplots(figsize=(8, 4.4))
     for i, n in enumerate(names):
         vals = [100 * (table["by_modality"][m][n] or 0) for m in mods]
-        ax.bar([j + i * width for j in range(len(mods))], vals, width, label=n)
+        groups = [((runs or {}).get(n, {}).get("by_modality") or {}).get(m) or {} for m in mods]
+        err = [[max(0.0, v - 100 * g["ci95"][0]) for v, g in zip(vals, groups)],
+               [max(0.0, 100 * g["ci95"][1] - v) for v, g in zip(vals, groups)]] \
+            if all("ci95" in g for g in groups) else None
+        xs = [j + i * width for j in range(len(mods))]
+        bars = ax.bar(xs, vals, width, label=n, yerr=err, capsize=2, error_kw={"elinewidth": 0.8})
+        ax.bar_label(bars, labels=[f"{v:.0f}" for v in vals], padding=2, fontsize=7)
+    ns = {m: next((((runs or {}).get(n, {}).get("by_modality") or {}).get(m, {}).get("n") for n in names), None)
+          for m in mods}
     ax.set_xticks([j + width * (len(names) - 1) / 2 for j in range(len(mods))])
-    ax.set_xticklabels([f"{m}\n(held out)" if m == heldout else m for m in mods])
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title("Accuracy per modality: base vs SFT vs GRPO")
-    ax.legend()
+    ax.set_xticklabels([f"{m}{' (held out)' if m == heldout else ''}" + (f"\nn={ns[m]}" if ns[m] else "")
+                        for m in mods])
+    ax.set_ylabel("accuracy (%)" + (", 95% CI" if runs else ""))
+    ax.set_ylim(0, 112)
+    ax.set_yticks(range(0, 101, 20))
+    ax.set_title("Accuracy per modality: " + " vs ".join(names))
+    ax.legend(loc="upper left", fontsize=8, ncol=len(names))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    path = out / "per_modality.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     table, md = comparison(runs, a.heldout)
     log = trainer_log(dirs[list(dirs)[-1]])
     rewards_png = plot_rewards(log, out)
-    bars_png = plot_modalities(table, out, a.heldout)
+    bars_png = plot_modalities(table, out, a.heldout, runs)
     first = [e for e in log if "rewards/accuracy/mean" in e]
     curve = ""
     if len(first) >= 2:

@@ -49,12 +49,10 @@ def test_two_process_training_on_cpu(tiny_model, sample_prepared, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "transformers 5.17 Trainer loads the optimizer state with map_location=args.device when world_size > 1, "
-    "and accelerate's multi-CPU device is torch.device('cpu', 0), which torch.load rejects (\"don't know how to "
-    "restore data location ... cpu:0\"); multi-GPU resume maps to cuda:N instead (untested here: no GPU)"))
 def test_two_process_training_resumes_on_every_rank(tiny_model, sample_prepared, tmp_path):
-    """A finished 2-step run continued to 3 steps: both ranks pick the same checkpoint, rank 1 takes no lock."""
+    """A finished 2-step run continued to 3 steps: both ranks pick the same checkpoint, rank 1 takes no lock.
+    (transformers loads the optimizer with map_location=cpu:0 on multi-process CPU runs, which torch.load
+    rejects; cpu_compat.fix_multiprocess_cpu_resume maps it to "cpu".)"""
     config = tiny_grpo_config(tmp_path, tiny_model, sample_prepared)
     out = tmp_path / "ddp"
     assert launch(config, out).returncode == 0

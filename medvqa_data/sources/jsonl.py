@@ -50,6 +50,12 @@ def read(root: Path, opts: SourceOptions) -> SourceResult:
             try:
                 if not isinstance(record, dict):
                     raise RowError("line is not a JSON object")
+                missing = [k for k in ("image", "question") if k not in record]
+                if not any(k in record for k in ("answer", "answer_letter")):
+                    missing.append("answer (or answer_letter)")
+                if missing:  # say so, rather than "empty question" / "gold answer not among the options"
+                    raise RowError(f"no {', '.join(repr(k) for k in missing)} key; each line needs id, image, "
+                                   "question and answer or answer_letter (see medvqa_data/sources/jsonl.py)")
                 options = record.get("options") or []
                 if not isinstance(options, list):
                     raise RowError("options must be a JSON list of strings")

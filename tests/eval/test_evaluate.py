@@ -190,3 +190,29 @@ def test_paper_mode_uses_medr1_eval_prompts_and_parser(sample_prepared, tmp_path
     m_paper = ev.evaluate(None, None, rows, "think", tmp_path / "p", mode="paper", progress=False, plot=False)
     assert m_default["overall"]["accuracy"] == 1.0
     assert m_paper["overall"]["accuracy"] == 0.0 and m_paper["parser_mode"] == "paper-eval"
+
+
+def test_a_corrupt_image_is_skipped_counted_and_named(sample_prepared, tmp_path, monkeypatch, capsys):
+    """One unreadable image does not end the evaluation: its row is skipped, counted in metrics.json,
+    named in report.md, and the message says to re-run prepare."""
+    import eval.evaluate as ev
+    from medvqa_data.dataset import load_row_image
+
+    rows = list(_rows(sample_prepared, 4))
+    bad = tmp_path / "corrupt.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)  # a PNG header and no image
+    rows[1] = {**rows[1], "image": str(bad)}
+
+    def generate(model, processor, batch, template, mode, max_new_tokens, min_pixels, max_pixels):
+        for r in batch:  # as generate_batch: decode every image of the batch first
+            load_row_image(r["image"], min_pixels, max_pixels)
+        return [f"<think>t</think><answer>{r['answer_letter']}</answer>" for r in batch]
+
+    monkeypatch.setattr(ev, "generate_batch", generate)
+    m = ev.evaluate(None, None, rows, "think", tmp_path / "ev", batch_size=2, progress=False, plot=False)
+    assert m["overall"]["n"] == 3 and m["overall"]["accuracy"] == 1.0
+    assert [s["id"] for s in m["skipped_images"]] == [rows[1]["id"]]
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["skipped_images"][0]["image"] == str(bad)
+    report = (tmp_path / "ev" / "report.md").read_text()
+    assert "Skipped rows" in report and str(bad) in report and "medvqa_data.prepare" in report
+    assert "re-run `python -m medvqa_data.prepare`" in capsys.readouterr().err

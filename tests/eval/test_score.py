@@ -179,3 +179,14 @@ def test_compare_refuses_deltas_between_different_test_sets(tmp_path):
     assert "**Different test sets:** other" in md
     assert json.loads((out / "compare.json").read_text())["test_sets"] == {"base": "same", "same": "same",
                                                                            "other": "different"}
+
+
+def test_json_errors_say_where(tmp_path):
+    """A cut-off line says so (it used to say "at column 1", the newline after it); others name the column."""
+    from eval.scoring import read_predictions
+
+    src = tmp_path / "p.jsonl"
+    src.write_text('{"id": "a", "completion": "x"\n{"id": "b" "completion": "y"}\n')
+    _, bad = read_predictions(src, strict=True)
+    assert "cut off" in bad[0]["error"] and "column 1" not in bad[0]["error"]
+    assert "at column 12" in bad[1]["error"] and '"completio' in bad[1]["error"]

@@ -499,7 +499,9 @@ def build_jsonl(base: Path, split_files: bool = True) -> Path:
     good.append({"id": "open1", "image": "imgs/0.png", "question": "What organ?", "answer": "liver"})
     good.append({"id": "letter1", "image": "imgs/1.png", "question": "Pick", "options": ["x", "y"],
                  "answer_letter": "B"})
-    bad = [{"id": "bad_gold", "image": "imgs/0.png", "question": "Q?", "options": ["a", "b"], "answer": "c"}]
+    bad = [{"id": "bad_gold", "image": "imgs/0.png", "question": "Q?", "options": ["a", "b"], "answer": "c"},
+           {"id": "no_answer", "image": "imgs/0.png", "question": "Q?", "options": ["a", "b"]},
+           {"id": "no_question", "image": "imgs/0.png", "options": ["a", "b"], "answer": "a"}]
     lines = [json.dumps(r) for r in good + bad] + ["{not json"]
     if split_files:
         (root / "train.jsonl").write_text("\n".join(lines[:8] + lines[12:]) + "\n")
@@ -515,7 +517,9 @@ def test_jsonl_with_split_files(tmp_path):
     assert report["splits"] == {"train": 8, "test": 4}
     skipped = {e.get("id", e.get("file")): e["reason"] for e in report["skipped"]}
     assert skipped["bad_gold"].startswith("gold answer not among the options")
-    assert skipped["train.jsonl:10"].startswith("invalid JSON")
+    assert skipped["no_answer"].startswith("no 'answer (or answer_letter)' key")  # not "gold answer not among..."
+    assert skipped["no_question"].startswith("no 'question' key")  # not "empty question"
+    assert skipped["train.jsonl:12"].startswith("invalid JSON")
     rows = {r["id"]: r for r in load_prepared(tmp_path / "out", "test")}
     assert rows["open1"]["answer_type"] == "open" and rows["open1"]["options"] == []
     assert rows["letter1"]["answer"] == "y" and rows["letter1"]["source"] == "jsonl"

@@ -208,3 +208,62 @@ def test_paper_mode_adapter_needs_options(tiny_model, adapter_run, png, tmp_path
     with pytest.raises(UserError, match="multiple-choice"):
         p.ask(png, "Is there a fracture?")
     assert "single-letter" in p.prompt("Which modality?", OPTIONS)
+
+
+@pytest.mark.parametrize("paper", [False, True])
+def test_cli_open_and_multiple_choice(tiny_model, adapter_run, png, tmp_path, capsys, paper):
+    """The CLI without --options asks an open question (the options were once parsed twice and it
+    always failed); with --options a multiple-choice one; a paper-mode adapter refuses open questions."""
+    run = adapter_run
+    if paper:
+        run = tmp_path / "paper"
+        shutil.copytree(adapter_run, run)
+        cfg = yaml.safe_load((run / "run_config.yaml").read_text())
+        (run / "run_config.yaml").write_text(yaml.safe_dump({**cfg, "prompt_mode": "paper"}))
+    base = ["--model", str(tiny_model), "--adapter", str(run), "--image", str(png), "--max-new-tokens", "4",
+            "--json"]
+    rc = infer.main([*base, "--question", "Which modality?", "--options", "CT;MRI"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    assert json.loads(out.out.strip().splitlines()[-1])["letter"] in (None, "A", "B")
+    if paper:
+        assert "multiple-choice" in _error(capsys, [*base, "--question", "Is there a fracture?"])
+    else:
+        rc = infer.main([*base, "--question", "Is there a fracture?"])
+        out = capsys.readouterr()
+        assert rc == 0, out.err
+        result = json.loads(out.out.strip().splitlines()[-1])
+        assert result["letter"] is None and result["option"] is None
+
+
+def _documented_infer_commands() -> list[list[str]]:
+    """Every `python -m qlora_grpo.infer` command of README.md and docs/inference.md, as argv lists."""
+    import re
+    import shlex
+
+    root = Path(__file__).resolve().parents[2]
+    commands = []
+    for doc in (root / "README.md", root / "docs" / "inference.md"):
+        text = doc.read_text().replace("\\\n", " ")
+        for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+            commands += [shlex.split(line)[3:] for line in block.splitlines()
+                         if line.startswith("python -m qlora_grpo.infer")]
+    return commands
+
+
+def test_documented_infer_commands_run_on_the_shipped_dicom_and_nifti(tiny_model, adapter_run, capsys):
+    """The README / docs/inference.md commands as written (model and adapter swapped for the tiny ones):
+    their --image files ship with the project (a real CT DICOM, a real brain NIfTI)."""
+    commands = _documented_infer_commands()
+    images = {a[a.index("--image") + 1] for a in commands}
+    assert {"medvqa_data/sample/scan.dcm", "medvqa_data/sample/scan.nii.gz"} <= images
+    root = Path(__file__).resolve().parents[2]
+    for argv in commands:
+        argv = list(argv)
+        argv[argv.index("--model") + 1] = str(tiny_model)
+        argv[argv.index("--adapter") + 1] = str(adapter_run)
+        argv[argv.index("--image") + 1] = str(root / argv[argv.index("--image") + 1])
+        rc = infer.main([*argv, "--max-new-tokens", "4"])
+        out = capsys.readouterr()
+        assert rc == 0, (argv, out.err)
+        assert "Answer:" in out.out

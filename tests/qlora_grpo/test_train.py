@@ -142,6 +142,9 @@ BAD_INPUT = {  # name: (script, overrides, what the one error line says)
     "unknown-key": ("train_qlora_grpo.py", ["--config", "BAD_YAML"], "unknown config key 'lora_rr'"),
     "unknown-template": ("train_qlora_grpo.py", ["--template", "thinking"], "template='thinking' is not valid"),
     "sft-unknown-template": ("train_sft.py", ["--template", "thinking"], "template='thinking' is not valid"),
+    "yaml-syntax": ("train_qlora_grpo.py", ["--config", "BAD_SYNTAX"], "is not valid YAML at line 3"),
+    "negative-lora-r": ("train_qlora_grpo.py", ["--lora_r", "-4"], "lora_r=-4 means nothing"),
+    "sft-max-steps-0": ("train_sft.py", ["--max_steps", "0"], "max_steps=0 means nothing"),
 }
 
 
@@ -149,13 +152,15 @@ def check_bad_input(cases: list[str], tiny_model, sample_prepared, tmp_path):
     """Each case in its own process (the public entry point), all started at once to save wall time."""
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("lora_rr: 8\n")
+    bad_syntax = tmp_path / "bad_syntax.yaml"
+    bad_syntax.write_text("max_steps: 2\nlora_r: [8\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
     grpo_config = tiny_grpo_config(tmp_path, tiny_model, sample_prepared)
     procs = {}
     for name in cases:
         script, override, _ = BAD_INPUT[name]
         config = "configs/sft_baseline.yaml" if script == "train_sft.py" else str(grpo_config)
-        override = [str(bad_yaml) if a == "BAD_YAML" else a for a in override]
+        override = [{"BAD_YAML": str(bad_yaml), "BAD_SYNTAX": str(bad_syntax)}.get(a, a) for a in override]
         args = ([] if "--config" in override else ["--config", config]) + [
             "--model_name_or_path", str(tiny_model), "--data_path", str(sample_prepared),
             "--output_dir", str(tmp_path / name), *override]
@@ -172,12 +177,13 @@ def check_bad_input(cases: list[str], tiny_model, sample_prepared, tmp_path):
 
 
 def test_bad_input_is_one_error_line_and_exit_2(tiny_model, sample_prepared, tmp_path):
-    check_bad_input(["missing-model", "unknown-template"], tiny_model, sample_prepared, tmp_path)
+    check_bad_input(["missing-model", "unknown-template", "yaml-syntax"], tiny_model, sample_prepared, tmp_path)
 
 
 @pytest.mark.slow
 def test_more_bad_input_is_one_error_line_and_exit_2(tiny_model, sample_prepared, tmp_path):
-    check_bad_input(["missing-data", "unknown-key", "sft-unknown-template"], tiny_model, sample_prepared, tmp_path)
+    check_bad_input(["missing-data", "unknown-key", "sft-unknown-template", "negative-lora-r", "sft-max-steps-0"],
+                    tiny_model, sample_prepared, tmp_path)
 
 
 # ----------------------------------------------------------------------------- backends (CPU-checkable parts)
