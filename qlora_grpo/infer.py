@@ -120,11 +120,13 @@ class Predictor:
         import torch
 
         from medvqa_data.templates import build_messages
+        from qlora_grpo.generation import left_padding
         from qlora_grpo.model import vision_special_token_ids
 
         text = self.processor.apply_chat_template(build_messages(prompt_text), add_generation_prompt=True,
                                                   tokenize=False)
-        inputs = self.processor(text=[text], images=[image], return_tensors="pt").to(self.model.device)
+        with left_padding(self.processor):  # as eval.evaluate (one prompt today; callers may batch)
+            inputs = self.processor(text=[text], images=[image], return_tensors="pt").to(self.model.device)
         with torch.inference_mode():
             out = self.model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens or self.max_new_tokens,
                                       suppress_tokens=vision_special_token_ids(self.processor), temperature=None,
