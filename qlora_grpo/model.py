@@ -67,13 +67,8 @@ def resolve_backend(name: str) -> str:
         if name == "unsloth" and not cpu_compat.has_cuda():
             raise UserError("backend=unsloth needs a CUDA GPU (Unsloth refuses vision models on CPU); use backend=hf")
         return name
-    if cpu_compat.has_cuda():
-        try:
-            import unsloth  # noqa: F401
-
-            return "unsloth"
-        except ImportError:
-            pass
+    if cpu_compat.has_cuda() and cpu_compat.try_import_unsloth() is None:
+        return "unsloth"
     return "hf"
 
 
@@ -187,6 +182,21 @@ def check_fast_inference(fast_inference: bool, mtype: str, path: str) -> None:
                         f"but {path} is {mtype}; set fast_inference: false or use a Qwen2.5-VL checkpoint")
 
 
+def adapter_rank(adapter: str) -> int:
+    """The LoRA rank `r` recorded in an adapter dir (the largest one when it sets per-module ranks)."""
+    import json
+
+    conf = json.loads((Path(adapter) / "adapter_config.json").read_text())
+    return max([int(conf.get("r") or 8), *(int(r) for r in (conf.get("rank_pattern") or {}).values())])
+
+
+def check_unsloth_vision_layers(cfg) -> None:
+    """Unsloth's vLLM rollouts cannot carry vision LoRA (it raises a RuntimeError after loading)."""
+    if cfg.fast_inference and cfg.finetune_vision_layers:
+        raise UserError("finetune_vision_layers: true cannot be combined with fast_inference (vLLM serves LoRA on "
+                        "the language model only); set finetune_vision_layers: false or fast_inference: false")
+
+
 def unsloth_load_kwargs(cfg, dtype: torch.dtype) -> dict:
     """Keyword arguments of `FastVisionModel.from_pretrained` (Unsloth 2026.x names), built without importing it."""
     completion = getattr(cfg, "max_completion_length", None) or 256
@@ -201,7 +211,8 @@ def unsloth_load_kwargs(cfg, dtype: torch.dtype) -> dict:
         random_state=cfg.seed,
     )
     if cfg.fast_inference:  # the vLLM engine shares the GPU with training (colocated)
-        kwargs.update(max_lora_rank=cfg.lora_r,
+        # vLLM sizes its LoRA buffers by max_lora_rank: an init adapter brings its own rank, not lora_r
+        kwargs.update(max_lora_rank=adapter_rank(cfg.init_adapter) if cfg.init_adapter else cfg.lora_r,
                       gpu_memory_utilization=getattr(cfg, "vllm_gpu_memory_utilization", None) or 0.5)
     return kwargs
 
@@ -223,14 +234,22 @@ def unsloth_peft_kwargs(cfg) -> dict:
     )
 
 
+VLLM_INSTALL = ("install the vLLM profile in its own venv: python3 -m venv .venv-vllm && "
+                ".venv-vllm/bin/pip install -r requirements-vllm.txt (vllm 0.34 pins torch 2.14.0 and needs "
+                "vllm-bnb-plugin for 4-bit)")
+
+
 def load_unsloth(cfg, path: str, mtype: str, dtype: torch.dtype):
     check_fast_inference(cfg.fast_inference, mtype, path)
+    check_unsloth_vision_layers(cfg)
     if cfg.fast_inference:
         import importlib.util
 
         if importlib.util.find_spec("vllm") is None:
-            raise UserError("fast_inference needs vLLM: pip install vllm (the build matching your torch), "
-                            "or set fast_inference: false")
+            raise UserError(f"fast_inference needs vLLM: {VLLM_INSTALL}; or set fast_inference: false")
+        if importlib.util.find_spec("vllm_bnb_plugin") is None and cfg.quantization == "nf4":
+            raise UserError(f"fast_inference with a 4-bit base needs vllm-bnb-plugin (vLLM >= 0.28 moved "
+                            f"bitsandbytes out of tree): {VLLM_INSTALL}")
     source = path
     if cfg.init_adapter:
         # Unsloth loads an adapter dir as "its recorded base + the adapter, trainable"; that base must be ours.

@@ -191,8 +191,10 @@ def test_backend_auto_picks_unsloth_only_when_importable(monkeypatch):
     from qlora_grpo.model import resolve_backend
 
     monkeypatch.setattr(cpu_compat, "has_cuda", lambda: True)
+    monkeypatch.setattr(cpu_compat, "_UNSLOTH_IMPORT", {})  # the import is tried once per process
     monkeypatch.setitem(sys.modules, "unsloth", None)  # import fails
     assert resolve_backend("auto") == "hf"
+    monkeypatch.setattr(cpu_compat, "_UNSLOTH_IMPORT", {})
     monkeypatch.setitem(sys.modules, "unsloth", types.ModuleType("unsloth"))
     assert resolve_backend("auto") == "unsloth" and resolve_backend("unsloth") == "unsloth"
 
@@ -228,7 +230,7 @@ def test_fast_inference_without_vllm_is_a_clear_error(monkeypatch, tmp_path):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
     cfg = parse_config(["--config", str(ROOT / "configs/qwen25vl_3b_vllm.yaml"), "--output_dir", str(tmp_path)])
-    with pytest.raises(UserError, match="fast_inference needs vLLM: pip install vllm"):
+    with pytest.raises(UserError, match=r"fast_inference needs vLLM: .*pip install -r requirements-vllm\.txt"):
         load_unsloth(cfg, "models/Qwen2.5-VL-3B-Instruct", "qwen2_5_vl", torch.bfloat16)
 
 
