@@ -210,9 +210,10 @@ def _run(a) -> int:
     from qlora_grpo import cpu_compat
 
     cpu_compat.setup_env()  # before torch/triton/trl are imported by the model loader
-    from qlora_grpo.model import load_for_inference
+    from qlora_grpo.model import load_for_inference, trained_vision_quantization
 
     model, processor = load_for_inference(a.model, a.adapter, quantization=quant, min_pixels=min_px,
+                                          quantize_vision=trained_vision_quantization(run_cfg, quant),
                                           max_pixels=max_px)
     info = {"model": str(Path(a.model).resolve()), "adapter": str(Path(a.adapter).resolve()) if a.adapter else None,
             "data": str(Path(a.data).resolve()), "split": a.split}

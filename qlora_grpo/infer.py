@@ -160,7 +160,7 @@ def load(model: str, adapter: str | None = None, template: str | None = None, qu
     template think, quantization none, compute_dtype auto, pixels 3136..401408.
     Raises UserError for missing dirs, a wrong base model or bad settings.
     """
-    from qlora_grpo.model import load_for_inference, resolve_model_path
+    from qlora_grpo.model import load_for_inference, resolve_model_path, trained_vision_quantization
 
     if template is not None and template not in TEMPLATES:
         raise UserError(f"unknown template {template!r}; choose one of: {', '.join(TEMPLATES)}")
@@ -195,7 +195,9 @@ def load(model: str, adapter: str | None = None, template: str | None = None, qu
             raise UserError("quantization nf4 needs bitsandbytes; install it or pass --quantization none") from None
     path = resolve_model_path(model)
     m, processor = load_for_inference(path, adapter, quantization=quantization, compute_dtype=compute_dtype,
-                                      min_pixels=min_px, max_pixels=max_px, allow_pickle=allow_pickle)
+                                      min_pixels=min_px, max_pixels=max_px, allow_pickle=allow_pickle,
+                                      quantize_vision=trained_vision_quantization(run_cfg if adapter else {},
+                                                                                  quantization))
     info = {"model": path, "adapter": adapter, "quantization": quantization, "dtype": str(getattr(m, "dtype", "")).replace("torch.", "")}
     return Predictor(m, processor, template=template, prompt_mode=run_cfg.get("prompt_mode") or "default",
                      min_pixels=min_px, max_pixels=max_px, max_new_tokens=max_new_tokens, info=info)

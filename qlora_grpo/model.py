@@ -101,8 +101,8 @@ def lora_target_regex(language: bool, vision: bool, attention: bool, mlp: bool) 
     if vision:
         names = (VISION_ATTN if attention else ()) + (VISION_MLP if mlp else ())
         if names:
+            # the blocks only: Unsloth never adapts the merger (the projection into the language model)
             parts.append(r".*\.visual\.blocks\.\d+\.(attn|mlp)\.(" + "|".join(names) + ")")
-            parts.append(r".*\.visual\.merger\.mlp\.(0|2)")  # the projection into the language model
     if not parts:
         raise UserError("no LoRA targets: enable finetune_language_layers or finetune_vision_layers "
                         "and attention or MLP modules")
@@ -126,8 +126,14 @@ def lora_config(cfg):
 
 
 # ----------------------------------------------------------------------------- hf backend
-def load_base_hf(path: str, quantization: str, dtype: torch.dtype, allow_pickle: bool = False):
-    """Base model via transformers (+ bitsandbytes NF4 with double quantization)."""
+def load_base_hf(path: str, quantization: str, dtype: torch.dtype, allow_pickle: bool = False,
+                 quantize_vision: bool = False):
+    """Base model via transformers (+ bitsandbytes NF4 with double quantization).
+
+    NF4 covers the language model; the output head and the whole vision tower (blocks + merger) stay
+    16-bit unless `quantize_vision`, as Unsloth's FastVisionModel loads it: both backends train the
+    same model (the vision tower is ~0.6B of Qwen2-VL-2B's 2.2B parameters).
+    """
     from transformers import AutoModelForImageTextToText, BitsAndBytesConfig
 
     kwargs = dict(dtype=dtype, trust_remote_code=False, use_safetensors=None if allow_pickle else True)
@@ -138,7 +144,9 @@ def load_base_hf(path: str, quantization: str, dtype: torch.dtype, allow_pickle:
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype,
             bnb_4bit_quant_storage=dtype if dtype != torch.float32 else torch.uint8,
-            llm_int8_skip_modules=["lm_head", "merger"],  # keep the output head and vision merger in 16-bit
+            # 16-bit: the output head, the vision merger and (as Unsloth) the vision tower. transformers 5
+            # matches these as regexes from the start of the module name (or as name suffixes)
+            llm_int8_skip_modules=["lm_head", r".*\.visual\.merger"] + ([] if quantize_vision else [r".*\.visual"]),
         )
     if cpu_compat.has_cuda():
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
@@ -156,7 +164,7 @@ def load_base_hf(path: str, quantization: str, dtype: torch.dtype, allow_pickle:
 def load_hf(cfg, path: str, dtype: torch.dtype):
     from peft import get_peft_model, prepare_model_for_kbit_training
 
-    model = load_base_hf(path, cfg.quantization, dtype, cfg.allow_pickle)
+    model = load_base_hf(path, cfg.quantization, dtype, cfg.allow_pickle, cfg.quantize_vision_tower)
     if cfg.quantization == "nf4":
         model = prepare_model_for_kbit_training(
             model,
@@ -240,6 +248,9 @@ VLLM_INSTALL = ("install the vLLM profile in its own venv: python3 -m venv .venv
 
 
 def load_unsloth(cfg, path: str, mtype: str, dtype: torch.dtype):
+    if cfg.quantize_vision_tower:
+        raise UserError("quantize_vision_tower: true is hf-backend only (Unsloth keeps the vision tower 16-bit); "
+                        "set it to false or use backend: hf")
     check_fast_inference(cfg.fast_inference, mtype, path)
     check_unsloth_vision_layers(cfg)
     if cfg.fast_inference:
@@ -313,15 +324,17 @@ def keep_adapters_fp32(trainer, backend: str) -> None:
 
 def load_for_inference(model_path: str, adapter: str | None = None, quantization: str = "none",
                        compute_dtype: str = "auto", min_pixels: int = 3136, max_pixels: int = 401408,
-                       allow_pickle: bool = False):
-    """(model in eval mode, processor) for evaluation and inference; adapters are applied, not merged."""
+                       allow_pickle: bool = False, quantize_vision: bool = False):
+    """(model in eval mode, processor) for evaluation and inference; adapters are applied, not merged.
+
+    `quantization`/`quantize_vision`: load the base as the adapter was trained (`trained_quantization`)."""
     from qlora_grpo.config import resolve_compute_dtype
 
     path = resolve_model_path(model_path)
     model_type(path)
     dtype = torch_dtype(resolve_compute_dtype(compute_dtype))
     processor = load_processor(path, min_pixels, max_pixels)
-    model = load_base_hf(path, quantization, dtype, allow_pickle)
+    model = load_base_hf(path, quantization, dtype, allow_pickle, quantize_vision)
     if adapter:
         from peft import PeftModel
 
@@ -330,6 +343,18 @@ def load_for_inference(model_path: str, adapter: str | None = None, quantization
         cpu_compat.fix_bnb_linear4bit(model)
     model.eval()
     return model, processor
+
+
+def trained_vision_quantization(run_cfg: dict, quantization: str) -> bool:
+    """Whether the base of a run had its vision tower quantized too (to evaluate on the same base).
+
+    Runs recorded before `quantize_vision_tower` existed quantized it with nf4; newer runs record it.
+    """
+    if quantization != "nf4":
+        return False
+    if "quantize_vision_tower" in run_cfg:
+        return bool(run_cfg["quantize_vision_tower"])
+    return bool(run_cfg)  # an older nf4 run (no key): its vision tower was 4-bit; no run config: the default
 
 
 def check_adapter(adapter: str, base_path: str, allow_pickle: bool = False) -> None:
