@@ -66,7 +66,7 @@ UPY := .venv-unsloth/bin/python
 	touch $@
 
 test-unsloth: .venv-unsloth/.installed
-	QLORA_UNSLOTH_TIER=1 UNSLOTH_ALLOW_CPU=1 UNSLOTH_SKIP_TORCHVISION_CHECK=1 OMP_NUM_THREADS=1 \
+	UNSLOTH_COMPILE_LOCATION=$(CURDIR)/.venv-unsloth/compiled_cache QLORA_UNSLOTH_TIER=1 UNSLOTH_ALLOW_CPU=1 UNSLOTH_SKIP_TORCHVISION_CHECK=1 OMP_NUM_THREADS=1 \
 		$(UPY) -m pytest -m unsloth -q -p no:cacheprovider tests/unsloth
 
 # One-command GPU acceptance check (CUDA only; refuses a CPU machine): see bench/gpu_check.sh
