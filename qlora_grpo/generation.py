@@ -14,8 +14,9 @@ from contextlib import contextmanager
 
 from qlora_grpo.errors import UserError
 
-#: Fields of vLLM's `SamplingParams` (vllm/sampling_params.py, vllm-project/vllm commit 00388f65, the
-#: 0.33/0.34 line that requirements-vllm.txt pins), the keys `SamplingParams(**kw)` accepts.
+#: Fields of vLLM's `SamplingParams`, the keys `SamplingParams(**kw)` accepts, transcribed from
+#: vllm/sampling_params.py of vllm-project/vllm commit 00388f6573cc (a recent main; that it equals the
+#: 0.33.0 tag requirements-vllm.txt pins is not verified: check again when vLLM is installed).
 #: Private fields (leading underscore) are left out: they are set by vLLM itself.
 VLLM_SAMPLING_PARAMS_FIELDS = frozenset({
     "n", "presence_penalty", "frequency_penalty", "repetition_penalty", "temperature", "top_p", "top_k",

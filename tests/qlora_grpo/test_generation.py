@@ -10,8 +10,9 @@ from qlora_grpo.errors import UserError
 from qlora_grpo.generation import VLLM_SAMPLING_PARAMS_FIELDS, rollout_generation_kwargs
 
 # vLLM's SamplingParams fields, transcribed from vllm/sampling_params.py (vllm-project/vllm, commit
-# 00388f6573ccfcffad607b8c9ecdf341a4669ceb, the 0.33/0.34 line requirements-vllm.txt pins). vLLM is not
-# installed on CPU machines; this copy is checked against the one the code uses, so an edit of either shows.
+# 00388f6573ccfcffad607b8c9ecdf341a4669ceb; requirements-vllm.txt pins vllm 0.33.0, whose tag was not
+# available to compare). vLLM is not installed on CPU machines; this copy is checked against the one the
+# code uses, so an edit of either shows.
 VLLM_033_FIELDS = {
     "n", "presence_penalty", "frequency_penalty", "repetition_penalty", "temperature", "top_p", "top_k",
     "min_p", "seed", "stop", "stop_token_ids", "ignore_eos", "max_tokens", "min_tokens", "logprobs",
