@@ -55,6 +55,9 @@ def left_padding(processor):
     `processor.tokenizer.padding_side = "right"` and leave it so.
     """
     tok = getattr(processor, "tokenizer", processor)
+    if not hasattr(tok, "padding_side"):  # a processor that does not pad (a test stand-in)
+        yield processor
+        return
     before = tok.padding_side
     tok.padding_side = "left"
     try:
