@@ -13,7 +13,7 @@ export PYTHONUNBUFFERED := 1
 # One BLAS/OpenMP thread: on a small CPU the tiny model trains faster so. Override: make demo DEMO_THREADS=4
 DEMO_THREADS ?= 1
 
-.PHONY: demo sample test test-slow test-learning test-all lint setup clean-runs mutants
+.PHONY: demo sample test test-slow test-learning test-all test-unsloth gpu-check lint setup clean-runs mutants
 
 setup: .venv/.installed
 
@@ -50,10 +50,29 @@ sample: .venv/.installed $(TINY)/config.json $(SAMPLE)/prepare_report.json
 	$(PY) train_qlora_grpo.py --config configs/cpu_sample.yaml
 
 test: .venv/.installed
-	$(PY) -m pytest -m "not slow and not gpu" -q
+	$(PY) -m pytest -m "not slow and not gpu and not unsloth" -q
 
 test-slow: .venv/.installed
-	$(PY) -m pytest -m "slow and not gpu" -q
+	$(PY) -m pytest -m "slow and not gpu and not unsloth" -q
+
+# The Unsloth CPU tier: real unsloth (requirements-gpu.txt) in .venv-unsloth, which sees the main
+# .venv's packages through a .pth file (so pip never replaces torch/transformers/trl), on CPU.
+UPY := .venv-unsloth/bin/python
+.venv-unsloth/.installed: requirements-gpu.txt | .venv/.installed
+	rm -rf .venv-unsloth
+	python3 -m venv .venv-unsloth
+	$(PY) -c "import site; print(site.getsitepackages()[0])" > "$$($(UPY) -c 'import site; print(site.getsitepackages()[0])')/main-venv.pth"
+	$(UPY) -m pip install -q --no-deps -r requirements-gpu.txt cut_cross_entropy msgspec tyro docstring-parser shtab typeguard torchao
+	$(UPY) -c "import os; os.environ['UNSLOTH_ALLOW_CPU'] = '1'; os.environ['UNSLOTH_SKIP_TORCHVISION_CHECK'] = '1'; import unsloth, torch, trl; print('unsloth', unsloth.__version__, 'torch', torch.__version__, 'trl', trl.__version__)"
+	touch $@
+
+test-unsloth: .venv-unsloth/.installed
+	UNSLOTH_COMPILE_LOCATION=$(CURDIR)/.venv-unsloth/compiled_cache QLORA_UNSLOTH_TIER=1 UNSLOTH_ALLOW_CPU=1 UNSLOTH_SKIP_TORCHVISION_CHECK=1 OMP_NUM_THREADS=1 \
+		$(UPY) -m pytest -m unsloth -q -p no:cacheprovider tests/unsloth
+
+# One-command GPU acceptance check (CUDA only; refuses a CPU machine): see bench/gpu_check.sh
+gpu-check:
+	bash bench/gpu_check.sh
 
 test-learning: .venv/.installed
 	$(PY) -m pytest -m learning -q

@@ -37,7 +37,12 @@ def build_trainer(cfg, train_rows):
 
     from medvqa_data.dataset import to_trl
     from qlora_grpo import callbacks, rewards
+    from qlora_grpo.generation import check_vllm_generation_kwargs, rollout_generation_kwargs
+    from qlora_grpo.kl_reference import ensure_reference_adapter
     from qlora_grpo.model import keep_adapters_fp32, load_for_training, vision_special_token_ids
+
+    if cfg.fast_inference:  # vLLM's SamplingParams refuses unknown keys: say so before loading anything
+        check_vllm_generation_kwargs(cfg.generation_kwargs)
 
     ################
     # Data
@@ -49,8 +54,10 @@ def build_trainer(cfg, train_rows):
     # Model
     ################
     model, processor, backend = load_for_training(cfg)
-    # Never generate vision placeholders as text (the next forward would fail).
-    cfg.generation_kwargs = {**(cfg.generation_kwargs or {}), "suppress_tokens": vision_special_token_ids(processor)}
+    # Never generate vision placeholders as text (the next forward would fail): suppress_tokens for
+    # transformers, a -100 logit_bias for vLLM (its SamplingParams has no suppress_tokens).
+    cfg.generation_kwargs = rollout_generation_kwargs(cfg.generation_kwargs, vision_special_token_ids(processor),
+                                                      vllm=cfg.fast_inference)
 
     ################
     # Rewards
@@ -80,6 +87,9 @@ def build_trainer(cfg, train_rows):
         callbacks=[callbacks.CheckpointMarker(), callbacks.SampleLogger(recorder, cfg.sample_log_steps, cfg.output_dir),
                    callbacks.NonFiniteGuard(cfg.nonfinite_action)],
     )
+    # init_adapter + beta > 0: the KL reference is the starting adapter (TRL adds a frozen "ref" copy;
+    # Unsloth's patched trainer deletes that step, so it is added here for both backends).
+    ensure_reference_adapter(trainer.model, cfg.beta)
     keep_adapters_fp32(trainer, backend)  # TRL casts QLoRA adapters to bf16: Adam steps would round away
     return trainer, processor, backend
 

@@ -38,11 +38,12 @@ def score_prediction(row: dict, completion: str, template: str, mode: str, open_
 
 def generate_batch(model, processor, rows: list[dict], template: str, mode: str, max_new_tokens: int,
                    min_pixels: int, max_pixels: int) -> list[str]:
-    """Greedy completions for `rows` in one padded batch (the processor pads on the left)."""
+    """Greedy completions for `rows` in one padded batch (always padded on the left)."""
     import torch
 
     from medvqa_data import templates
     from medvqa_data.dataset import load_row_image
+    from qlora_grpo.generation import left_padding
     from qlora_grpo.model import vision_special_token_ids
 
     texts, imgs = [], []
@@ -53,7 +54,8 @@ def generate_batch(model, processor, rows: list[dict], template: str, mode: str,
         messages = templates.build_messages(prompt)
         texts.append(processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
         imgs.append(load_row_image(row["image"], min_pixels, max_pixels))
-    inputs = processor(text=texts, images=imgs, padding=True, return_tensors="pt").to(model.device)
+    with left_padding(processor):  # whatever the processor was left at (Unsloth's trainers set "right")
+        inputs = processor(text=texts, images=imgs, padding=True, return_tensors="pt").to(model.device)
     with torch.inference_mode():
         out = model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens,
                              suppress_tokens=vision_special_token_ids(processor), temperature=None, top_p=None,
@@ -236,9 +238,10 @@ def _run(a) -> int:
     from qlora_grpo import cpu_compat
 
     cpu_compat.setup_env()  # before torch/triton/trl are imported by the model loader
-    from qlora_grpo.model import load_for_inference
+    from qlora_grpo.model import load_for_inference, trained_vision_quantization
 
     model, processor = load_for_inference(a.model, a.adapter, quantization=quant, min_pixels=min_px,
+                                          quantize_vision=trained_vision_quantization(run_cfg, quant),
                                           max_pixels=max_px)
     info = {"model": str(Path(a.model).resolve()), "adapter": str(Path(a.adapter).resolve()) if a.adapter else None,
             "data": str(Path(a.data).resolve()), "split": a.split}

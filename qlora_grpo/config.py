@@ -41,6 +41,11 @@ class MedVQAArguments:
         default="nf4",
         metadata={"help": "nf4 (4-bit QLoRA base, ~4x less weight memory) | none (16-bit LoRA baseline)."},
     )
+    quantize_vision_tower: bool = field(
+        default=False,
+        metadata={"help": "nf4 only, hf backend: also quantize the vision tower. Off (default): the vision tower "
+                          "stays 16-bit as Unsloth keeps it, so both backends train the same model."},
+    )
     compute_dtype: str = field(
         default="auto",
         metadata={"help": "auto | bfloat16 | float16 | float32. auto = bf16 on GPUs with bf16, fp16 on older GPUs, fp32 on CPU."},

@@ -51,11 +51,46 @@ def setup_env() -> None:
         os.environ["TRITON_INTERPRET"] = "1"
 
 
+def _argv_backend(argv: list[str]) -> str | None:
+    """The value of the last `--backend X` or `--backend=X` on the command line."""
+    backend = None
+    for i, arg in enumerate(argv):
+        if arg == "--backend" and i + 1 < len(argv):
+            backend = argv[i + 1]
+        elif arg.startswith("--backend="):
+            backend = arg.split("=", 1)[1]
+    return backend
+
+
+_UNSLOTH_IMPORT: dict = {}  # {"error": str | None} once tried: a broken install is tried (and reported) once
+
+
+def try_import_unsloth() -> str | None:
+    """Import unsloth; None when it worked, else the reason (printed once as a warning).
+
+    Anything an import of unsloth raises counts as "not available" (a CUDA/driver mismatch raises
+    RuntimeError or NotImplementedError, a missing dependency ImportError): `backend: auto` then
+    trains with hf instead of crashing.
+    """
+    if "error" not in _UNSLOTH_IMPORT:
+        try:
+            import unsloth  # noqa: F401  (must precede trl/transformers/peft)
+
+            _UNSLOTH_IMPORT["error"] = None
+        except Exception as e:  # noqa: BLE001 -- any failure means: no unsloth here
+            _UNSLOTH_IMPORT["error"] = f"{type(e).__name__}: {e}".splitlines()[0]
+            if not isinstance(e, ImportError) or getattr(e, "name", None) != "unsloth":
+                print(f"warning: importing unsloth failed ({_UNSLOTH_IMPORT['error']}); using backend hf",
+                      file=sys.stderr)
+    return _UNSLOTH_IMPORT["error"]
+
+
 def preimport_backend(argv: list[str]) -> str | None:
     """Import unsloth before trl/transformers/peft when the run will use it (Unsloth requires this).
 
-    Peeks at `--backend` on the command line and `backend:` in the `--config` YAML; returns the
-    backend name it found (or None). Without a CUDA GPU nothing is imported (Unsloth refuses CPUs).
+    Peeks at `--backend X` / `--backend=X` on the command line and `backend:` in the `--config` YAML;
+    returns the backend name it found (or None). Without a CUDA GPU nothing is imported (Unsloth
+    refuses CPUs). `backend: unsloth` with a broken unsloth raises the import error; `auto` falls back.
     """
     backend = None
     if "--config" in argv and argv.index("--config") + 1 < len(argv):
@@ -68,14 +103,11 @@ def preimport_backend(argv: list[str]) -> str | None:
                 backend = data.get("backend")
         except Exception:  # noqa: BLE001  (OSError, YAMLError, ...)
             pass  # the config parser reports bad files properly later (one line)
-    if "--backend" in argv and argv.index("--backend") + 1 < len(argv):
-        backend = argv[argv.index("--backend") + 1]
-    if backend in ("unsloth", "auto", None) and has_cuda():
-        try:
-            import unsloth  # noqa: F401  (must precede trl/transformers/peft)
-        except ImportError:
-            if backend == "unsloth":
-                raise
+    backend = _argv_backend(argv) or backend
+    if backend == "unsloth" and has_cuda():
+        import unsloth  # noqa: F401  (the user asked for it: its own error is the clearest)
+    elif backend in ("auto", None) and has_cuda():
+        try_import_unsloth()
     return backend
 
 

@@ -2,7 +2,8 @@
 
 The estimate is deliberately simple and documented, to warn before a run that cannot fit:
     weights      = linear params x (0.5 B + 1/64 B absmax for nf4 | 2 B bf16/fp16 | 4 B fp32)
-                   + embeddings x 2 B (never quantized) + vision tower
+                   + embeddings x 2 B (never quantized) + vision tower (16-bit, as Unsloth keeps it;
+                   at the linear rate with quantize_vision_tower)
     lora+adam    = LoRA params x 16 B (fp32 weight, grad, two Adam moments);
                    LoRA params = layers x r x (9 x hidden + 2 x kv_dim + 3 x intermediate) (all 7 projections)
     kv cache     = 2 x layers x kv_heads x head_dim x 2 B x S x (prompt + completion)
@@ -42,10 +43,11 @@ def count_params(model_dir: str) -> dict:
 
 def estimate_gb(model_dir: str, quantization: str, dtype_bytes: int, num_generations: int, prompt_tokens: int,
                 completion_tokens: int, lora_r: int, train_batch: int | None = None,
-                generation_batch: int | None = None) -> dict:
+                generation_batch: int | None = None, quantize_vision: bool = False) -> dict:
     p = count_params(model_dir)
     linear_bytes = {"nf4": 0.5 + 1 / 64}.get(quantization, dtype_bytes)
-    weights = (p["linear"] + p["vision"]) * linear_bytes + p["embedding"] * 2
+    vision_bytes = linear_bytes if quantize_vision else dtype_bytes
+    weights = p["linear"] * linear_bytes + p["vision"] * vision_bytes + p["embedding"] * 2
     lora = p["layers"] * lora_r * (9 * p["hidden"] + 2 * p["kv_dim"] + 3 * p["inter"]) * 16
     b, s, tokens = train_batch or num_generations, generation_batch or num_generations, prompt_tokens + completion_tokens
     kv = 2 * p["layers"] * p["kv_dim"] * 2 * s * tokens
@@ -79,7 +81,8 @@ def profile_estimate(cfg, gpu_gb: float | None = None) -> dict | None:
                           getattr(cfg, "num_generations", None) or 1, prompt_tokens,
                           getattr(cfg, "max_completion_length", None) or 256, cfg.lora_r,
                           train_batch=getattr(cfg, "per_device_train_batch_size", None),
-                          generation_batch=generation // world if generation else None)
+                          generation_batch=generation // world if generation else None,
+                          quantize_vision=bool(getattr(cfg, "quantize_vision_tower", False)))
     except (OSError, KeyError, ValueError, TypeError):
         return None
     if getattr(cfg, "fast_inference", False) and gpu_gb:

@@ -118,11 +118,13 @@ class Predictor:
         import torch
 
         from medvqa_data.templates import build_messages
+        from qlora_grpo.generation import left_padding
         from qlora_grpo.model import vision_special_token_ids
 
         text = self.processor.apply_chat_template(build_messages(prompt_text), add_generation_prompt=True,
                                                   tokenize=False)
-        inputs = self.processor(text=[text], images=[image], return_tensors="pt").to(self.model.device)
+        with left_padding(self.processor):  # as eval.evaluate (one prompt today; callers may batch)
+            inputs = self.processor(text=[text], images=[image], return_tensors="pt").to(self.model.device)
         with torch.inference_mode():
             out = self.model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens or self.max_new_tokens,
                                       suppress_tokens=vision_special_token_ids(self.processor), temperature=None,
@@ -156,7 +158,7 @@ def load(model: str, adapter: str | None = None, template: str | None = None, qu
     template think, quantization none, compute_dtype auto, pixels 3136..401408.
     Raises UserError for missing dirs, a wrong base model or bad settings.
     """
-    from qlora_grpo.model import load_for_inference, resolve_model_path
+    from qlora_grpo.model import load_for_inference, resolve_model_path, trained_vision_quantization
 
     if template is not None and template not in TEMPLATES:
         raise UserError(f"unknown template {template!r}; choose one of: {', '.join(TEMPLATES)}")
@@ -191,7 +193,9 @@ def load(model: str, adapter: str | None = None, template: str | None = None, qu
             raise UserError("quantization nf4 needs bitsandbytes; install it or pass --quantization none") from None
     path = resolve_model_path(model)
     m, processor = load_for_inference(path, adapter, quantization=quantization, compute_dtype=compute_dtype,
-                                      min_pixels=min_px, max_pixels=max_px, allow_pickle=allow_pickle)
+                                      min_pixels=min_px, max_pixels=max_px, allow_pickle=allow_pickle,
+                                      quantize_vision=trained_vision_quantization(run_cfg if adapter else {},
+                                                                                  quantization))
     info = {"model": path, "adapter": adapter, "quantization": quantization, "dtype": str(getattr(m, "dtype", "")).replace("torch.", "")}
     return Predictor(m, processor, template=template, prompt_mode=run_cfg.get("prompt_mode") or "default",
                      min_pixels=min_px, max_pixels=max_px, max_new_tokens=max_new_tokens, info=info)

@@ -120,13 +120,8 @@ def resolve_backend(name: str) -> str:
         if name == "unsloth" and not cpu_compat.has_cuda():
             raise UserError("backend=unsloth needs a CUDA GPU (Unsloth refuses vision models on CPU); use backend=hf")
         return name
-    if cpu_compat.has_cuda():
-        try:
-            import unsloth  # noqa: F401
-
-            return "unsloth"
-        except ImportError:
-            pass
+    if cpu_compat.has_cuda() and cpu_compat.try_import_unsloth() is None:
+        return "unsloth"
     return "hf"
 
 
@@ -159,8 +154,8 @@ def lora_target_regex(language: bool, vision: bool, attention: bool, mlp: bool) 
     if vision:
         names = (VISION_ATTN if attention else ()) + (VISION_MLP if mlp else ())
         if names:
+            # the blocks only: Unsloth never adapts the merger (the projection into the language model)
             parts.append(r".*\.visual\.blocks\.\d+\.(attn|mlp)\.(" + "|".join(names) + ")")
-            parts.append(r".*\.visual\.merger\.mlp\.(0|2)")  # the projection into the language model
     if not parts:
         raise UserError("no LoRA targets: enable finetune_language_layers or finetune_vision_layers "
                         "and attention or MLP modules")
@@ -184,8 +179,14 @@ def lora_config(cfg):
 
 
 # ----------------------------------------------------------------------------- hf backend
-def load_base_hf(path: str, quantization: str, dtype: torch.dtype, allow_pickle: bool = False):
-    """Base model via transformers (+ bitsandbytes NF4 with double quantization)."""
+def load_base_hf(path: str, quantization: str, dtype: torch.dtype, allow_pickle: bool = False,
+                 quantize_vision: bool = False):
+    """Base model via transformers (+ bitsandbytes NF4 with double quantization).
+
+    NF4 covers the language model; the output head and the whole vision tower (blocks + merger) stay
+    16-bit unless `quantize_vision`, as Unsloth's FastVisionModel loads it: both backends train the
+    same model (the vision tower is ~0.6B of Qwen2-VL-2B's 2.2B parameters).
+    """
     from transformers import AutoModelForImageTextToText, BitsAndBytesConfig
 
     kwargs = dict(dtype=dtype, trust_remote_code=False, use_safetensors=None if allow_pickle else True)
@@ -196,7 +197,9 @@ def load_base_hf(path: str, quantization: str, dtype: torch.dtype, allow_pickle:
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype,
             bnb_4bit_quant_storage=dtype if dtype != torch.float32 else torch.uint8,
-            llm_int8_skip_modules=["lm_head", "merger"],  # keep the output head and vision merger in 16-bit
+            # 16-bit: the output head, the vision merger and (as Unsloth) the vision tower. transformers 5
+            # matches these as regexes from the start of the module name (or as name suffixes)
+            llm_int8_skip_modules=["lm_head", r".*\.visual\.merger"] + ([] if quantize_vision else [r".*\.visual"]),
         )
     if cpu_compat.has_cuda():
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
@@ -214,7 +217,7 @@ def load_base_hf(path: str, quantization: str, dtype: torch.dtype, allow_pickle:
 def load_hf(cfg, path: str, dtype: torch.dtype):
     from peft import get_peft_model, prepare_model_for_kbit_training
 
-    model = load_base_hf(path, cfg.quantization, dtype, cfg.allow_pickle)
+    model = load_base_hf(path, cfg.quantization, dtype, cfg.allow_pickle, cfg.quantize_vision_tower)
     if cfg.quantization == "nf4":
         model = prepare_model_for_kbit_training(
             model,
@@ -240,6 +243,21 @@ def check_fast_inference(fast_inference: bool, mtype: str, path: str) -> None:
                         f"but {path} is {mtype}; set fast_inference: false or use a Qwen2.5-VL checkpoint")
 
 
+def adapter_rank(adapter: str) -> int:
+    """The LoRA rank `r` recorded in an adapter dir (the largest one when it sets per-module ranks)."""
+    import json
+
+    conf = json.loads((Path(adapter) / "adapter_config.json").read_text())
+    return max([int(conf.get("r") or 8), *(int(r) for r in (conf.get("rank_pattern") or {}).values())])
+
+
+def check_unsloth_vision_layers(cfg) -> None:
+    """Unsloth's vLLM rollouts cannot carry vision LoRA (it raises a RuntimeError after loading)."""
+    if cfg.fast_inference and cfg.finetune_vision_layers:
+        raise UserError("finetune_vision_layers: true cannot be combined with fast_inference (vLLM serves LoRA on "
+                        "the language model only); set finetune_vision_layers: false or fast_inference: false")
+
+
 def unsloth_load_kwargs(cfg, dtype: torch.dtype) -> dict:
     """Keyword arguments of `FastVisionModel.from_pretrained` (Unsloth 2026.x names), built without importing it."""
     completion = getattr(cfg, "max_completion_length", None) or 256
@@ -254,7 +272,8 @@ def unsloth_load_kwargs(cfg, dtype: torch.dtype) -> dict:
         random_state=cfg.seed,
     )
     if cfg.fast_inference:  # the vLLM engine shares the GPU with training (colocated)
-        kwargs.update(max_lora_rank=cfg.lora_r,
+        # vLLM sizes its LoRA buffers by max_lora_rank: an init adapter brings its own rank, not lora_r
+        kwargs.update(max_lora_rank=adapter_rank(cfg.init_adapter) if cfg.init_adapter else cfg.lora_r,
                       gpu_memory_utilization=getattr(cfg, "vllm_gpu_memory_utilization", None) or 0.5)
     return kwargs
 
@@ -276,14 +295,25 @@ def unsloth_peft_kwargs(cfg) -> dict:
     )
 
 
+VLLM_INSTALL = ("install the vLLM profile in its own venv: python3 -m venv .venv-vllm && "
+                ".venv-vllm/bin/pip install -r requirements-vllm.txt (vllm 0.34 pins torch 2.14.0 and needs "
+                "vllm-bnb-plugin for 4-bit)")
+
+
 def load_unsloth(cfg, path: str, mtype: str, dtype: torch.dtype):
+    if cfg.quantize_vision_tower:
+        raise UserError("quantize_vision_tower: true is hf-backend only (Unsloth keeps the vision tower 16-bit); "
+                        "set it to false or use backend: hf")
     check_fast_inference(cfg.fast_inference, mtype, path)
+    check_unsloth_vision_layers(cfg)
     if cfg.fast_inference:
         import importlib.util
 
         if importlib.util.find_spec("vllm") is None:
-            raise UserError("fast_inference needs vLLM: pip install vllm (the build matching your torch), "
-                            "or set fast_inference: false")
+            raise UserError(f"fast_inference needs vLLM: {VLLM_INSTALL}; or set fast_inference: false")
+        if importlib.util.find_spec("vllm_bnb_plugin") is None and cfg.quantization == "nf4":
+            raise UserError(f"fast_inference with a 4-bit base needs vllm-bnb-plugin (vLLM >= 0.28 moved "
+                            f"bitsandbytes out of tree): {VLLM_INSTALL}")
     source = path
     if cfg.init_adapter:
         # Unsloth loads an adapter dir as "its recorded base + the adapter, trainable"; that base must be ours.
@@ -347,15 +377,17 @@ def keep_adapters_fp32(trainer, backend: str) -> None:
 
 def load_for_inference(model_path: str, adapter: str | None = None, quantization: str = "none",
                        compute_dtype: str = "auto", min_pixels: int = 3136, max_pixels: int = 401408,
-                       allow_pickle: bool = False):
-    """(model in eval mode, processor) for evaluation and inference; adapters are applied, not merged."""
+                       allow_pickle: bool = False, quantize_vision: bool = False):
+    """(model in eval mode, processor) for evaluation and inference; adapters are applied, not merged.
+
+    `quantization`/`quantize_vision`: load the base as the adapter was trained (`trained_quantization`)."""
     from qlora_grpo.config import resolve_compute_dtype
 
     path = resolve_model_path(model_path)
     model_type(path)
     dtype = torch_dtype(resolve_compute_dtype(compute_dtype))
     processor = load_processor(path, min_pixels, max_pixels)
-    model = load_base_hf(path, quantization, dtype, allow_pickle)
+    model = load_base_hf(path, quantization, dtype, allow_pickle, quantize_vision)
     if adapter:
         from peft import PeftModel
 
@@ -381,6 +413,18 @@ def _weights_fingerprint(folder: str | Path) -> list[tuple[str, int, str]]:
                 tail = f.read()
             out.append((p.name, size, hashlib.sha256(head + tail).hexdigest()))
     return out
+
+
+def trained_vision_quantization(run_cfg: dict, quantization: str) -> bool:
+    """Whether the base of a run had its vision tower quantized too (to evaluate on the same base).
+
+    Runs recorded before `quantize_vision_tower` existed quantized it with nf4; newer runs record it.
+    """
+    if quantization != "nf4":
+        return False
+    if "quantize_vision_tower" in run_cfg:
+        return bool(run_cfg["quantize_vision_tower"])
+    return bool(run_cfg)  # an older nf4 run (no key): its vision tower was 4-bit; no run config: the default
 
 
 def check_adapter(adapter: str, base_path: str, allow_pickle: bool = False) -> None:

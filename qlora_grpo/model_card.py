@@ -213,6 +213,14 @@ def metrics_section(metrics: dict | None, run_dir: Path) -> list[str]:
     return lines
 
 
+def _vision_precision(c: dict) -> str:
+    """Which parts of an NF4 base were 4-bit, from the recorded run config `c` (the hf backend can
+    quantize the vision tower too; hf runs recorded before `quantize_vision_tower` existed did)."""
+    if c.get("quantize_vision_tower", c.get("backend") != "unsloth"):
+        return "; language model and vision tower 4-bit (output head and vision merger 16-bit)"
+    return "; language model 4-bit, vision tower and output head 16-bit (as Unsloth loads it)"
+
+
 def render_model_card(run_dir: str | Path, export: dict | None = None) -> str:
     """The card text for RUN_DIR. `export` (from qlora_grpo.export): {"merged": bool, "dtype": str,
     "out": path} describes an exported copy (a merged model is a plain transformers checkpoint)."""
@@ -259,7 +267,8 @@ def render_model_card(run_dir: str | Path, export: dict | None = None) -> str:
               f"| Method | {method}{' (warm start: `' + str(c['init_adapter']) + '`)' if c.get('init_adapter') else ''} |",
               f"| Adapter | LoRA r={_v(c.get('lora_r'))}, alpha={_v(c.get('lora_alpha'))}, "
               f"dropout={_v(c.get('lora_dropout'))}; {' + '.join(targets) or '—'} ({', '.join(modules) or '—'}) |",
-              f"| Base weights in training | {'4-bit NF4 with double quantization (QLoRA)' if qlora else '16-bit (LoRA, no quantization)'} |",
+              f"| Base weights in training | {'4-bit NF4 with double quantization (QLoRA)' if qlora else '16-bit (LoRA, no quantization)'}"
+              f"{_vision_precision(cfg) if qlora else ''} |",
               f"| Compute dtype | {_v(c.get('compute_dtype'))} |",
               f"| Backend | {_v(c.get('backend'))} |", ""]
     if export:
