@@ -36,14 +36,20 @@ def build_trainer(cfg, train_rows):
     cpu_compat.patch_trl_cpu_kernels()
 
     from medvqa_data.dataset import to_trl
-    from qlora_grpo import callbacks, rewards
-    from qlora_grpo.model import keep_adapters_fp32, load_for_training, vision_special_token_ids
+    from qlora_grpo import callbacks, families, rewards
+    from qlora_grpo.model import (
+        keep_adapters_fp32,
+        load_for_training,
+        resolve_model_path,
+        vision_special_token_ids,
+    )
 
     ################
     # Data
     ################
     train_dataset = to_trl(train_rows, cfg.template, cfg.prompt_mode, "train", cfg.min_pixels, cfg.max_pixels,
-                           diversity=cfg.diversity_prompting, seed=cfg.seed)
+                           diversity=cfg.diversity_prompting, seed=cfg.seed,
+                           resize=families.resize_kwargs_for(resolve_model_path(cfg.model_name_or_path)))
 
     ################
     # Model

@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     cpu_compat.patch_trl_cpu_kernels()
 
     from medvqa_data.dataset import select_training_rows, to_sft
-    from qlora_grpo import callbacks, rundir
+    from qlora_grpo import callbacks, families, rundir
     from qlora_grpo.config import MedSFTConfig, parse_config
     from qlora_grpo.model import keep_adapters_fp32, load_for_training, resolve_model_path
 
@@ -45,7 +45,8 @@ def main(argv=None) -> int:
     # Data
     ################
     train_dataset = to_sft(train_rows, cfg.template, cfg.prompt_mode, cfg.sft_target, cfg.min_pixels,
-                           cfg.max_pixels, diversity=cfg.diversity_prompting, seed=cfg.seed)
+                           cfg.max_pixels, diversity=cfg.diversity_prompting, seed=cfg.seed,
+                           resize=families.resize_kwargs_for(resolve_model_path(cfg.model_name_or_path)))
 
     ################
     # Model

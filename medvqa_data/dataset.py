@@ -57,12 +57,14 @@ def prompt_text(row: dict, template: str, mode: str = "default", phase: str = "t
     )
 
 
-def load_row_image(path: str, min_pixels: int, max_pixels: int):
-    return images.fit_pixels(images.load_image(path), min_pixels, max_pixels)
+def load_row_image(path: str, min_pixels: int, max_pixels: int, resize: dict | None = None):
+    """Decode and resize one image. `resize`: the model family's `fit_pixels` numbers (`factor` or
+    `fixed_side`; default Qwen2-VL's 28-px rule)."""
+    return images.fit_pixels(images.load_image(path), min_pixels, max_pixels, **(resize or {}))
 
 
 def to_trl(ds, template: str, mode: str = "default", phase: str = "train", min_pixels: int = 3136,
-           max_pixels: int = 401408, diversity: bool = False, seed: int = 0):
+           max_pixels: int = 401408, diversity: bool = False, seed: int = 0, resize: dict | None = None):
     """Add `prompt` (conversational) and decode `image` lazily.
 
     Returns a `datasets.Dataset` whose rows have `prompt`, `image` (PIL, resized), and the answer
@@ -79,7 +81,7 @@ def to_trl(ds, template: str, mode: str = "default", phase: str = "train", min_p
     def _decode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         out = dict(batch)
         if "image" in batch:
-            out["image"] = [load_row_image(p, min_pixels, max_pixels) for p in batch["image"]]
+            out["image"] = [load_row_image(p, min_pixels, max_pixels, resize) for p in batch["image"]]
         return out
 
     return ds.with_transform(_decode)
@@ -107,9 +109,9 @@ def sft_target(row: dict, template: str, kind: str = "answer") -> str:
 
 
 def to_sft(ds, template: str, mode: str = "default", kind: str = "answer", min_pixels: int = 3136,
-           max_pixels: int = 401408, diversity: bool = False, seed: int = 0):
+           max_pixels: int = 401408, diversity: bool = False, seed: int = 0, resize: dict | None = None):
     """Prompt-completion rows for TRL's SFTTrainer (the loss covers the completion only)."""
     completions = [[{"role": "assistant", "content": sft_target(row, template, kind)}]
                    for row in ds.select_columns(["answer", "answer_letter"])]
     ds = ds.add_column("completion", completions)
-    return to_trl(ds, template, mode, "train", min_pixels, max_pixels, diversity, seed)
+    return to_trl(ds, template, mode, "train", min_pixels, max_pixels, diversity, seed, resize)
