@@ -296,9 +296,18 @@ def build(out_dir: str | Path, size: str = "demo", seed: int = 0, family: str = 
 
 
 # Same-size random-weight architectures for the memory/throughput benchmark (weights do not change
-# memory or speed). Qwen2-VL facts: ../shared/reference/PROTOCOL.md "Model architecture facts";
-# Qwen2.5-VL-3B from its public config.json. Vocabulary sizes are the real ones (the embedding and
-# LM head cost memory and time); the tokenizer stays the small BPE above (ids beyond it decode to "").
+# memory or speed). Sources of the architecture facts:
+# - qwen2-vl-*: ../shared/reference/PROTOCOL.md "Model architecture facts";
+# - qwen2.5-vl-3b: its public config.json;
+# - qwen3-vl-2b/4b/8b and medgemma-4b: the hub checkpoints' config.json (Qwen/Qwen3-VL-{2,4,8}B-Instruct,
+#   google/medgemma-4b-it = Gemma 3 4B) as recalled; NOT confirmed offline against the hub. The 4B's
+#   text config was cross-checked against a third-party copy of its config.json found in the code index
+#   (hidden 2560, intermediate 9728, 36 layers, 32 heads, 8 KV heads, head_dim 128, tied); the others
+#   could not be. `python -m qlora_grpo.tiny --arch NAME --count` prints the parameter count to compare
+#   with the model card (Qwen3-VL-2B/4B/8B "2B/4B/8B", MedGemma 4B "4B": published totals 2.13B / 4.44B /
+#   8.77B / 4.30B, also not confirmed offline).
+# Vocabulary sizes are the real ones (the embedding and LM head cost memory and time); the tokenizer
+# stays the small BPE above (ids beyond it decode to "").
 ARCHS = {
     "qwen2-vl-2b": dict(model_type="qwen2_vl", hidden=1536, inter=8960, layers=28, heads=12, kv_heads=2,
                         vocab=151936, tied=True,
@@ -311,6 +320,23 @@ ARCHS = {
                           vision=dict(depth=32, hidden_size=1280, num_heads=16, intermediate_size=3420,
                                       hidden_act="silu", window_size=112, fullatt_block_indexes=[7, 15, 23, 31],
                                       tokens_per_second=2)),
+    "qwen3-vl-2b": dict(model_type="qwen3_vl", hidden=2048, inter=6144, layers=28, heads=16, kv_heads=8,
+                        head_dim=128, vocab=151936, tied=True,
+                        vision=dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16,
+                                    deepstack_visual_indexes=[5, 11, 17], num_position_embeddings=2304)),
+    "qwen3-vl-4b": dict(model_type="qwen3_vl", hidden=2560, inter=9728, layers=36, heads=32, kv_heads=8,
+                        head_dim=128, vocab=151936, tied=True,
+                        vision=dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16,
+                                    deepstack_visual_indexes=[5, 11, 17], num_position_embeddings=2304)),
+    "qwen3-vl-8b": dict(model_type="qwen3_vl", hidden=4096, inter=12288, layers=36, heads=32, kv_heads=8,
+                        head_dim=128, vocab=151936, tied=False,
+                        vision=dict(depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16,
+                                    deepstack_visual_indexes=[8, 16, 24], num_position_embeddings=2304)),
+    # Gemma 3 4B text (34 layers, 5 local : 1 global attention, window 1024) + SigLIP-so400m at 896 px
+    "medgemma-4b": dict(model_type="gemma3", hidden=2560, inter=10240, layers=34, heads=8, kv_heads=4,
+                        head_dim=256, vocab=262208, tied=True,
+                        vision=dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27,
+                                    num_attention_heads=16, image_size=896, patch_size=14)),
 }
 
 
@@ -318,10 +344,25 @@ def arch_config(arch: str | dict, tokenizer=None):
     """The transformers config of an `ARCHS` preset (or a dict of the same shape), with the small
     tokenizer's special-token ids."""
     import torch
-    from transformers import Qwen2_5_VLConfig, Qwen2VLConfig
+    from transformers import Gemma3Config, Qwen2_5_VLConfig, Qwen2VLConfig, Qwen3VLConfig
 
     a = ARCHS[arch] if isinstance(arch, str) else arch
-    tokenizer = tokenizer or build_tokenizer()
+    family = a["model_type"]
+    tokenizer = tokenizer or build_tokenizer(family)
+    if family == "gemma3":
+        ids = {t: tokenizer.convert_tokens_to_ids(t) for t in GEMMA_SPECIAL_TOKENS}
+        config = Gemma3Config(
+            text_config=dict(vocab_size=a["vocab"], hidden_size=a["hidden"], intermediate_size=a["inter"],
+                             num_hidden_layers=a["layers"], num_attention_heads=a["heads"],
+                             num_key_value_heads=a["kv_heads"], head_dim=a["head_dim"], query_pre_attn_scalar=256,
+                             sliding_window=1024, max_position_embeddings=131072, pad_token_id=ids["<pad>"],
+                             eos_token_id=ids["<eos>"], bos_token_id=ids["<bos>"], tie_word_embeddings=a["tied"]),
+            vision_config=dict(a["vision"], vision_use_head=False), mm_tokens_per_image=256,
+            boi_token_index=ids["<start_of_image>"], eoi_token_index=ids["<end_of_image>"],
+            image_token_index=ids["<image_soft_token>"], tie_word_embeddings=a["tied"],
+        )
+        config.dtype = torch.bfloat16
+        return config
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     text = dict(
         vocab_size=a["vocab"], hidden_size=a["hidden"], intermediate_size=a["inter"],
@@ -333,12 +374,18 @@ def arch_config(arch: str | dict, tokenizer=None):
         tie_word_embeddings=a["tied"],
     )
     vision = dict(a["vision"], patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
-    if a["model_type"] == "qwen2_vl":
+    if family == "qwen2_vl":
         cls, vision["hidden_size"] = Qwen2VLConfig, a["hidden"]  # merger output = text hidden size
-    elif a["model_type"] == "qwen2_5_vl":
+    elif family == "qwen2_5_vl":
         cls, vision["out_hidden_size"] = Qwen2_5_VLConfig, a["hidden"]
+    elif family == "qwen3_vl":
+        cls = Qwen3VLConfig
+        vision.update(patch_size=16, out_hidden_size=a["hidden"], hidden_act="gelu_pytorch_tanh")
+        text.update(head_dim=a["head_dim"], max_position_embeddings=262144,
+                    rope_parameters={"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [24, 20, 20],
+                                     "mrope_interleaved": True})
     else:
-        raise ValueError(f"unknown model_type {a['model_type']!r}")
+        raise ValueError(f"unknown model_type {family!r}")
     config = cls(
         text_config=text, vision_config=vision,
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
@@ -347,6 +394,16 @@ def arch_config(arch: str | dict, tokenizer=None):
     )
     config.dtype = torch.bfloat16
     return config
+
+
+def arch_parameters(arch: str | dict) -> int:
+    """Parameter count of an `ARCHS` preset (meta device: no memory), tied embeddings counted once."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    with torch.device("meta"):
+        model = AutoModelForImageTextToText.from_config(arch_config(arch))
+    return sum(p.numel() for p in model.parameters())
 
 
 def build_arch(out_dir: str | Path, arch: str | dict, seed: int = 0, shard_gb: float = 4.0) -> Path:
@@ -359,15 +416,7 @@ def build_arch(out_dir: str | Path, arch: str | dict, seed: int = 0, shard_gb: f
     """
     import torch
     from safetensors.torch import save_file
-    from transformers import (
-        GenerationConfig,
-        Qwen2_5_VLForConditionalGeneration,
-        Qwen2_5_VLProcessor,
-        Qwen2VLForConditionalGeneration,
-        Qwen2VLImageProcessor,
-        Qwen2VLProcessor,
-        Qwen2VLVideoProcessor,
-    )
+    from transformers import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING, GenerationConfig
     from transformers.core_model_loading import revert_weight_conversion
 
     name = arch if isinstance(arch, str) else "custom"
@@ -375,10 +424,10 @@ def build_arch(out_dir: str | Path, arch: str | dict, seed: int = 0, shard_gb: f
         raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(ARCHS)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer()
+    family = (ARCHS[arch] if isinstance(arch, str) else arch)["model_type"]
+    tokenizer = build_tokenizer(family)
     config = arch_config(arch, tokenizer)
-    qwen25 = config.model_type == "qwen2_5_vl"
-    model_cls = Qwen2_5_VLForConditionalGeneration if qwen25 else Qwen2VLForConditionalGeneration
+    model_cls = MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING[type(config)]
     with torch.device("meta"):
         model = model_cls(config)
     state = model.state_dict()
@@ -420,15 +469,16 @@ def build_arch(out_dir: str | Path, arch: str | dict, seed: int = 0, shard_gb: f
         (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
     config.architectures = [model_cls.__name__]
     config.save_pretrained(out)
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    GenerationConfig(eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]], pad_token_id=ids["<|endoftext|>"],
-                     bos_token_id=ids["<|endoftext|>"]).save_pretrained(out)
-
-    image_processor = Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=28 * 28 * 1280)
-    processor_cls = Qwen2_5_VLProcessor if qwen25 else Qwen2VLProcessor
-    processor = processor_cls(image_processor=image_processor, tokenizer=tokenizer,
-                              video_processor=Qwen2VLVideoProcessor(), chat_template=CHAT_TEMPLATE)
-    processor.save_pretrained(out)
+    if family == "gemma3":
+        eos = [tokenizer.convert_tokens_to_ids(t) for t in ("<end_of_turn>", "<eos>")]
+        GenerationConfig(eos_token_id=eos, pad_token_id=tokenizer.pad_token_id,
+                         bos_token_id=tokenizer.bos_token_id).save_pretrained(out)
+    else:
+        ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+        GenerationConfig(eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]], pad_token_id=ids["<|endoftext|>"],
+                         bos_token_id=ids["<|endoftext|>"]).save_pretrained(out)
+    # the checkpoints' processor defaults: Qwen up to 1280 visual tokens; Gemma 3 one 896 px crop
+    tiny_processor(family, tokenizer, config, max_pixels=28 * 28 * 1280).save_pretrained(out)
     info = {"builder": "qlora_grpo.tiny.build_arch", "arch": name, "seed": seed, "parameters": n_params,
             "dtype": "bfloat16", "weights": "random N(0, 0.02); norms 1; biases 0"}
     (out / "tiny_model.json").write_text(json.dumps(info, indent=2) + "\n")
@@ -437,12 +487,26 @@ def build_arch(out_dir: str | Path, arch: str | dict, seed: int = 0, shard_gb: f
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("out_dir")
+    p.add_argument("out_dir", nargs="?")
+    p.add_argument("--arch", choices=sorted(ARCHS), help="write a same-size random-weight ARCH checkpoint instead")
+    p.add_argument("--count", action="store_true", help="with --arch: print the parameter count only")
     p.add_argument("--size", default="demo", choices=sorted(SIZES))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--family", default="qwen2_vl", choices=FAMILY_NAMES,
                    help="model family (qlora_grpo.families); default qwen2_vl, the demo's")
     a = p.parse_args(argv)
+    if a.arch:
+        if a.count:
+            print(f"{a.arch}: {arch_parameters(a.arch):,} parameters")
+            return 0
+        if not a.out_dir:
+            p.error("OUT_DIR is required")
+        out = build_arch(a.out_dir, a.arch, a.seed)
+        print(f"{a.arch} (random weights, {json.loads((out / 'tiny_model.json').read_text())['parameters']:,} "
+              f"parameters) written to {out}")
+        return 0
+    if not a.out_dir:
+        p.error("OUT_DIR is required")
     out = build(a.out_dir, a.size, a.seed, a.family)
     info = json.loads((out / "tiny_model.json").read_text())
     print(f"tiny {a.family} ({a.size}, {info['parameters']:,} parameters) written to {out}")
