@@ -53,7 +53,8 @@ def generate_batch(model, processor, rows: list[dict], template: str, mode: str,
         messages = templates.build_messages(prompt)
         texts.append(processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
         imgs.append(load_row_image(row["image"], min_pixels, max_pixels, resize))
-    inputs = processor(text=texts, images=imgs, padding=True, return_tensors="pt").to(model.device)
+    # one image list per prompt: Gemma 3's processor reads a flat list as all images of one prompt
+    inputs = processor(text=texts, images=[[im] for im in imgs], padding=True, return_tensors="pt").to(model.device)
     with torch.inference_mode():
         out = model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens,
                              suppress_tokens=vision_special_token_ids(processor), temperature=None, top_p=None,

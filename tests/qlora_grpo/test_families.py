@@ -123,6 +123,16 @@ def test_same_size_benchmark_archs_match_the_published_parameter_counts():
         assert tiny.arch_parameters(arch) == n, arch
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", sorted(tiny.ARCHS))
+def test_memory_estimate_counts_each_family_within_one_percent(arch, tmp_path):
+    from qlora_grpo import hardware
+
+    tiny.arch_config(arch).save_pretrained(tmp_path)
+    p = hardware.count_params(str(tmp_path))
+    assert abs(p["linear"] + p["embedding"] + p["vision"] - tiny.arch_parameters(arch)) < 0.01 * tiny.arch_parameters(arch)
+
+
 @pytest.mark.parametrize("family", ["qwen3_vl", "gemma3"])
 def test_build_arch_writes_a_loadable_checkpoint_of_each_new_family(family, tmp_path):
     from transformers import AutoModelForImageTextToText, AutoProcessor

@@ -22,5 +22,6 @@ def test_estimate_qlora_is_smaller_than_bf16(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     q = hardware.estimate_gb(str(tmp_path), "nf4", 2, 8, 300, 256, 16)
     b = hardware.estimate_gb(str(tmp_path), "none", 2, 8, 300, 256, 16)
-    assert 0.8 < q["weights"] < 1.5 and 3.5 < b["weights"] < 4.8  # Qwen2-VL-2B: ~2.2B params
+    # Qwen2-VL-2B: ~2.2B params; under NF4 the 0.67B-param vision tower stays 16-bit (families.skip_quant_modules)
+    assert 1.8 < q["weights"] < 2.8 and 3.5 < b["weights"] < 4.8
     assert q["total"] < b["total"]
