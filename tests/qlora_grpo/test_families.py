@@ -149,3 +149,30 @@ def test_build_arch_writes_a_loadable_checkpoint_of_each_new_family(family, tmp_
     model = AutoModelForImageTextToText.from_pretrained(str(out))
     assert model.config.model_type == family and families.for_model(str(out)).name == family
     assert AutoProcessor.from_pretrained(str(out)).tokenizer.chat_template == tiny.chat_template(family)
+
+
+@pytest.mark.parametrize("profile,arch,gpu_gb", [("qwen3vl_2b_24gb", "qwen3-vl-2b", 24.0),
+                                                 ("qwen3vl_2b_8gb", "qwen3-vl-2b", 8.0),
+                                                 ("medgemma_4b_24gb", "medgemma-4b", 24.0),
+                                                 ("medgemma_4b_8gb", "medgemma-4b", 8.0)])
+def test_new_family_profiles_parse_and_fit_their_gpu(profile, arch, gpu_gb, tmp_path, monkeypatch, capsys):
+    """The shipped profiles parse, and the start-up estimate (which knows the family: visual tokens per
+    image, KV heads, vocabulary) fits the GPU each is made for, with the 16-bit headroom the estimate adds."""
+    from qlora_grpo import hardware
+    from qlora_grpo.config import parse_config
+    from tests.conftest import ROOT
+
+    tiny.arch_config(arch).save_pretrained(tmp_path / "m")
+    cfg = parse_config(["--config", str(ROOT / f"configs/{profile}.yaml"), "--model_name_or_path",
+                        str(tmp_path / "m"), "--compute_dtype", "bfloat16", "--output_dir", str(tmp_path / "o")])
+    est = hardware.profile_estimate(cfg)
+    assert est and est["total"] < gpu_gb
+    fam = families.for_model(str(tmp_path / "m"))
+    monkeypatch.setattr(hardware, "gpu_info", lambda: ("GPU", gpu_gb))
+    hardware.print_startup(cfg, None)
+    out = capsys.readouterr().out
+    assert "memory estimate:" in out and "WARNING" not in out
+    if fam.name == "gemma3":  # a fixed 256 tokens per image, whatever max_pixels says
+        bigger = parse_config(["--config", str(ROOT / f"configs/{profile}.yaml"), "--model_name_or_path",
+                               str(tmp_path / "m"), "--max_pixels", "1003520", "--compute_dtype", "bfloat16"])
+        assert hardware.profile_estimate(bigger)["total"] == pytest.approx(est["total"])
