@@ -176,3 +176,43 @@ def test_new_family_profiles_parse_and_fit_their_gpu(profile, arch, gpu_gb, tmp_
         bigger = parse_config(["--config", str(ROOT / f"configs/{profile}.yaml"), "--model_name_or_path",
                                str(tmp_path / "m"), "--max_pixels", "1003520", "--compute_dtype", "bfloat16"])
         assert hardware.profile_estimate(bigger)["total"] == pytest.approx(est["total"])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_inference_never_generates_vision_placeholders(family, tmp_path):
+    """A model that wants to write its vision placeholders (their logits pushed up by +100): plain
+    `generate` emits them, the project's inference path (`qlora_grpo.infer`) never does."""
+    import torch
+    from PIL import Image
+
+    from qlora_grpo import infer
+
+    model_dir = tiny.build(tmp_path / family, size="test", seed=0, family=family)
+    p = infer.load(str(model_dir), max_new_tokens=4)
+    vocab = p.processor.tokenizer.get_vocab()
+    ids = [vocab[t] for t in families.FAMILIES[family].vision_tokens]
+
+    def push_placeholders(module, args, output):
+        output.logits[..., ids] += 100.0
+        return output
+
+    p.model.register_forward_hook(push_placeholders)
+    generated = []
+    original = p.model.generate
+
+    def spy(*args, **kwargs):
+        out = original(*args, **kwargs)
+        generated.append(out[0, kwargs["input_ids"].shape[1]:].tolist())
+        return out
+
+    p.model.generate = spy
+    img = p.image(Image.new("RGB", (97, 61), "gray"))
+    text = p.processor.apply_chat_template([{"role": "user", "content": [{"type": "image"},
+                                                                          {"type": "text", "text": "Which?"}]}],
+                                           add_generation_prompt=True, tokenize=False)
+    inputs = p.processor(text=[text], images=[img], return_tensors="pt")
+    with torch.inference_mode():
+        raw = original(**inputs, do_sample=False, max_new_tokens=2)[0, inputs["input_ids"].shape[1]:].tolist()
+    assert set(raw) & set(ids)  # without suppression the placeholders come out
+    p.ask(Image.new("RGB", (97, 61), "gray"), "Which modality is shown?", ["CT", "MRI"])
+    assert generated and not set(generated[0]) & set(ids)
