@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     cpu_compat.patch_trl_cpu_kernels()
 
     from medvqa_data.dataset import select_training_rows
-    from qlora_grpo import rundir
+    from qlora_grpo import families, rundir
     from qlora_grpo.config import MedGRPOConfig, parse_config
     from qlora_grpo.model import resolve_model_path
 
@@ -102,7 +102,7 @@ def main(argv=None) -> int:
     # Config
     ################
     cfg = parse_config(argv, MedGRPOConfig)
-    resolve_model_path(cfg.model_name_or_path)  # fail before touching the run dir
+    families.check_run(resolve_model_path(cfg.model_name_or_path), cfg.compute_dtype)  # fail before touching the run dir
     train_rows = select_training_rows(cfg.data_path, cfg.train_split, cfg.train_subset, cfg.exclude_modalities,
                                       cfg.max_train_samples, cfg.seed)
     lock, resume_from = rundir.open_run(cfg)  # lock output_dir (a second run stops here), find the checkpoint

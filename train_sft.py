@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     cfg.max_length = None  # never truncate multimodal prompts
     cfg.remove_unused_columns = False
     cfg.dataset_kwargs = {**(cfg.dataset_kwargs or {}), "skip_prepare_dataset": False}
-    resolve_model_path(cfg.model_name_or_path)
+    families.check_run(resolve_model_path(cfg.model_name_or_path), cfg.compute_dtype)  # before the run dir
     train_rows = select_training_rows(cfg.data_path, cfg.train_split, cfg.train_subset, cfg.exclude_modalities,
                                       cfg.max_train_samples, cfg.seed)
     lock, resume_from = rundir.open_run(cfg)  # lock output_dir (a second run stops here), find the checkpoint

@@ -199,6 +199,20 @@ def for_model(path: str) -> Family:
     return for_model_type(AutoConfig.from_pretrained(path, trust_remote_code=False).model_type, str(path))
 
 
+def check_run(model_path: str, compute_dtype: str) -> Family | None:
+    """The entry points' early check (before the run dir is touched): a supported family, and a compute
+    dtype it tolerates ("auto" resolved as training will resolve it)."""
+    from pathlib import Path
+
+    from qlora_grpo.config import resolve_compute_dtype
+
+    if not Path(model_path).is_dir():  # a hub id: checked once the model is fetched (load_for_training)
+        return None
+    family = for_model(model_path)
+    family.check_dtype(resolve_compute_dtype(compute_dtype))
+    return family
+
+
 def resize_kwargs_of(model) -> dict:
     """`fit_pixels` keywords for a loaded model (or PEFT wrapper): the data layer's resize numbers."""
     return for_config(model.config).resize_kwargs(model.config)

@@ -216,3 +216,17 @@ def test_inference_never_generates_vision_placeholders(family, tmp_path):
     assert set(raw) & set(ids)  # without suppression the placeholders come out
     p.ask(Image.new("RGB", (97, 61), "gray"), "Which modality is shown?", ["CT", "MRI"])
     assert generated and not set(generated[0]) & set(ids)
+
+
+def test_entry_check_refuses_gemma3_in_fp16_on_a_t4(tmp_path, monkeypatch):
+    """`compute_dtype: auto` resolves to float16 on a T4: a Gemma 3 run stops before its run dir exists."""
+    import torch
+
+    for name in ("gemma3", "qwen3_vl"):
+        tiny.tiny_config(name, tiny.SIZES["test"], tiny.build_tokenizer(name)).save_pretrained(tmp_path / name)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    with pytest.raises(UserError, match="Gemma 3 / MedGemma overflows in float16"):
+        families.check_run(str(tmp_path / "gemma3"), "auto")
+    families.check_run(str(tmp_path / "gemma3"), "float32")
+    assert families.check_run(str(tmp_path / "qwen3_vl"), "auto").name == "qwen3_vl"
