@@ -3,6 +3,7 @@ models on the meta device): LoRA target regexes hit the intended modules, the vi
 stay out of 4-bit, the data layer's resize gives the processor's size on odd images, the dtype and
 backend rules refuse with one clear line."""
 
+import json
 import re
 
 import pytest
@@ -187,7 +188,9 @@ def test_inference_never_generates_vision_placeholders(family, tmp_path):
 
     from qlora_grpo import infer
 
-    model_dir = tiny.build(tmp_path / family, size="test", seed=0, family=family)
+    model_dir = tmp_path / family
+    assert tiny.main([str(model_dir), "--family", family, "--size", "test"]) == 0  # python -m qlora_grpo.tiny
+    assert json.loads((model_dir / "tiny_model.json").read_text())["family"] == family
     p = infer.load(str(model_dir), max_new_tokens=4)
     vocab = p.processor.tokenizer.get_vocab()
     ids = [vocab[t] for t in families.FAMILIES[family].vision_tokens]
