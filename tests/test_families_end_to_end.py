@@ -3,7 +3,8 @@ SFT warm start -> 2 GRPO steps on the 4-bit base (LoRA weights must change) -> e
 padding) -> infer on a PNG -> export --merge -> reload in plain transformers with the same greedy output
 as the adapter model. Generation must never emit the family's vision placeholder tokens.
 
-Slow (about a minute per family on 2 CPU cores): `pytest -m slow tests/test_families_end_to_end.py`.
+Slow: `pytest -m slow tests/test_families_end_to_end.py`. Measured on the shared 2-core machine under heavy
+load (OMP_NUM_THREADS=1): 117-480 s wall per family (Qwen3-VL alone: 269 s wall, 76 s of CPU).
 """
 
 import json
