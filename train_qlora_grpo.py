@@ -36,10 +36,15 @@ def build_trainer(cfg, train_rows):
     cpu_compat.patch_trl_cpu_kernels()
 
     from medvqa_data.dataset import to_trl
-    from qlora_grpo import callbacks, rewards
+    from qlora_grpo import callbacks, families, rewards
     from qlora_grpo.generation import check_vllm_generation_kwargs, rollout_generation_kwargs
     from qlora_grpo.kl_reference import ensure_reference_adapter
-    from qlora_grpo.model import keep_adapters_fp32, load_for_training, vision_special_token_ids
+    from qlora_grpo.model import (
+        keep_adapters_fp32,
+        load_for_training,
+        resolve_model_path,
+        vision_special_token_ids,
+    )
 
     if cfg.fast_inference:  # vLLM's SamplingParams refuses unknown keys: say so before loading anything
         check_vllm_generation_kwargs(cfg.generation_kwargs)
@@ -48,7 +53,8 @@ def build_trainer(cfg, train_rows):
     # Data
     ################
     train_dataset = to_trl(train_rows, cfg.template, cfg.prompt_mode, "train", cfg.min_pixels, cfg.max_pixels,
-                           diversity=cfg.diversity_prompting, seed=cfg.seed)
+                           diversity=cfg.diversity_prompting, seed=cfg.seed,
+                           resize=families.resize_kwargs_for(resolve_model_path(cfg.model_name_or_path)))
 
     ################
     # Model
@@ -98,7 +104,7 @@ def main(argv=None) -> int:
     cpu_compat.patch_trl_cpu_kernels()
 
     from medvqa_data.dataset import select_training_rows
-    from qlora_grpo import rundir
+    from qlora_grpo import families, rundir
     from qlora_grpo.config import MedGRPOConfig, parse_config
     from qlora_grpo.model import resolve_model_path
 
@@ -106,7 +112,7 @@ def main(argv=None) -> int:
     # Config
     ################
     cfg = parse_config(argv, MedGRPOConfig)
-    resolve_model_path(cfg.model_name_or_path)  # fail before touching the run dir
+    families.check_run(resolve_model_path(cfg.model_name_or_path), cfg.compute_dtype)  # fail before touching the run dir
     train_rows = select_training_rows(cfg.data_path, cfg.train_split, cfg.train_subset, cfg.exclude_modalities,
                                       cfg.max_train_samples, cfg.seed)
     lock, resume_from = rundir.open_run(cfg)  # lock output_dir (a second run stops here), find the checkpoint

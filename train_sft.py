@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     cpu_compat.patch_trl_cpu_kernels()
 
     from medvqa_data.dataset import select_training_rows, to_sft
-    from qlora_grpo import callbacks, rundir
+    from qlora_grpo import callbacks, families, rundir
     from qlora_grpo.config import MedSFTConfig, parse_config
     from qlora_grpo.model import keep_adapters_fp32, load_for_training, resolve_model_path
 
@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     cfg.max_length = None  # never truncate multimodal prompts
     cfg.remove_unused_columns = False
     cfg.dataset_kwargs = {**(cfg.dataset_kwargs or {}), "skip_prepare_dataset": False}
-    resolve_model_path(cfg.model_name_or_path)
+    families.check_run(resolve_model_path(cfg.model_name_or_path), cfg.compute_dtype)  # before the run dir
     train_rows = select_training_rows(cfg.data_path, cfg.train_split, cfg.train_subset, cfg.exclude_modalities,
                                       cfg.max_train_samples, cfg.seed)
     lock, resume_from = rundir.open_run(cfg)  # lock output_dir (a second run stops here), find the checkpoint
@@ -45,7 +45,8 @@ def main(argv=None) -> int:
     # Data
     ################
     train_dataset = to_sft(train_rows, cfg.template, cfg.prompt_mode, cfg.sft_target, cfg.min_pixels,
-                           cfg.max_pixels, diversity=cfg.diversity_prompting, seed=cfg.seed)
+                           cfg.max_pixels, diversity=cfg.diversity_prompting, seed=cfg.seed,
+                           resize=families.resize_kwargs_for(resolve_model_path(cfg.model_name_or_path)))
 
     ################
     # Model

@@ -66,10 +66,15 @@ PLAN = {
     "qwen2-vl-2b": ["lora-bf16", "qlora-hf", "qlora-unsloth"],
     "qwen2-vl-7b": ["lora-bf16", "qlora-hf", "qlora-unsloth"],
     "qwen2.5-vl-3b": ["qlora-unsloth", "qlora-unsloth-vllm"],  # with and without vLLM rollouts
+    "qwen3-vl-2b": ["qlora-hf", "qlora-unsloth"],  # today's families (qlora_grpo.families)
+    "qwen3-vl-4b": ["qlora-hf", "qlora-unsloth"],
+    "qwen3-vl-8b": ["qlora-hf", "qlora-unsloth"],
+    "medgemma-4b": ["qlora-hf", "qlora-unsloth"],
 }
 SMOKE_PLAN = {"tiny-test": ["lora-fp32", "qlora-hf", "qlora-unsloth"]}
 MODEL_TYPES = {"qwen2-vl-2b": "qwen2_vl", "qwen2-vl-7b": "qwen2_vl", "qwen2.5-vl-3b": "qwen2_5_vl",
-               "tiny-test": "qwen2_vl"}
+               "qwen3-vl-2b": "qwen3_vl", "qwen3-vl-4b": "qwen3_vl", "qwen3-vl-8b": "qwen3_vl",
+               "medgemma-4b": "gemma3", "tiny-test": "qwen2_vl"}
 
 G_GRID = [2, 4, 6, 8, 12, 16, 24, 32, 48, 64]
 L_GRID = [64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048]

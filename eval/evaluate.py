@@ -43,19 +43,22 @@ def generate_batch(model, processor, rows: list[dict], template: str, mode: str,
 
     from medvqa_data import templates
     from medvqa_data.dataset import load_row_image
+    from qlora_grpo.families import resize_kwargs_of
     from qlora_grpo.generation import left_padding
     from qlora_grpo.model import vision_special_token_ids
 
-    texts, imgs = [], []
+    texts, imgs, resize = [], [], resize_kwargs_of(model)
     for row in rows:
         prompt = templates.render_prompt(row["question"], list(row["options"] or []), template,
                                          mode=prompt_mode(mode), phase="eval",
                                          answer_type=row.get("answer_type") or "closed")
         messages = templates.build_messages(prompt)
         texts.append(processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
-        imgs.append(load_row_image(row["image"], min_pixels, max_pixels))
+        imgs.append(load_row_image(row["image"], min_pixels, max_pixels, resize))
+    # one image list per prompt: Gemma 3's processor reads a flat list as all images of one prompt
     with left_padding(processor):  # whatever the processor was left at (Unsloth's trainers set "right")
-        inputs = processor(text=texts, images=imgs, padding=True, return_tensors="pt").to(model.device)
+        inputs = processor(text=texts, images=[[im] for im in imgs], padding=True,
+                           return_tensors="pt").to(model.device)
     with torch.inference_mode():
         out = model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens,
                              suppress_tokens=vision_special_token_ids(processor), temperature=None, top_p=None,

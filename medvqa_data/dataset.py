@@ -58,12 +58,14 @@ def prompt_text(row: dict, template: str, mode: str = "default", phase: str = "t
     )
 
 
-def load_row_image(path: str, min_pixels: int, max_pixels: int):
-    return images.fit_pixels(images.load_image(path), min_pixels, max_pixels)
+def load_row_image(path: str, min_pixels: int, max_pixels: int, resize: dict | None = None):
+    """Decode and resize one image. `resize`: the model family's `fit_pixels` numbers (`factor` or
+    `fixed_side`; default Qwen2-VL's 28-px rule)."""
+    return images.fit_pixels(images.load_image(path), min_pixels, max_pixels, **(resize or {}))
 
 
 def to_trl(ds, template: str, mode: str = "default", phase: str = "train", min_pixels: int = 3136,
-           max_pixels: int = 401408, diversity: bool = False, seed: int = 0):
+           max_pixels: int = 401408, diversity: bool = False, seed: int = 0, resize: dict | None = None):
     """Add `prompt` (conversational) and decode `image` lazily.
 
     Returns a `datasets.Dataset` whose rows have `prompt`, `image` (PIL, resized), and the answer
@@ -76,7 +78,7 @@ def to_trl(ds, template: str, mode: str = "default", phase: str = "train", min_p
         for i, row in enumerate(ds.select_columns(["question", "options", "answer_type"]))
     ]
     ds = ds.add_column("prompt", prompts)
-    substitute = _Substitutes(ds, min_pixels, max_pixels)
+    substitute = _Substitutes(ds, min_pixels, max_pixels, resize)
 
     def _decode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         out = {k: list(v) for k, v in batch.items()}
@@ -84,7 +86,7 @@ def to_trl(ds, template: str, mode: str = "default", phase: str = "train", min_p
             decoded = []
             for i, path in enumerate(batch["image"]):
                 try:
-                    decoded.append(load_row_image(path, min_pixels, max_pixels))
+                    decoded.append(load_row_image(path, min_pixels, max_pixels, resize))
                 except ImageError as e:  # a run hours in must not die on one file
                     row, image = substitute(path, e.reason)
                     for k in out:
@@ -102,8 +104,8 @@ class _Substitutes:
     row of the dataset whose image decodes, always the same one, so GRPO's groups stay one prompt each
     and every process agrees. A warning names the file and counts the bad images so far."""
 
-    def __init__(self, ds, min_pixels: int, max_pixels: int):
-        self.ds, self.min_pixels, self.max_pixels = ds, min_pixels, max_pixels
+    def __init__(self, ds, min_pixels: int, max_pixels: int, resize: dict | None = None):
+        self.ds, self.min_pixels, self.max_pixels, self.resize = ds, min_pixels, max_pixels, resize
         self.paths: list[str] | None = None
         self.bad: dict[str, str] = {}  # path -> reason
         self.chosen: dict[str, int] = {}  # bad path -> index of its substitute row
@@ -125,7 +127,7 @@ class _Substitutes:
                 if candidate in self.bad:
                     continue
                 try:
-                    load_row_image(candidate, self.min_pixels, self.max_pixels)
+                    load_row_image(candidate, self.min_pixels, self.max_pixels, self.resize)
                 except ImageError as e:
                     self.bad[candidate] = e.reason
                     continue
@@ -135,7 +137,7 @@ class _Substitutes:
                 raise DataError(f"no training image of the dataset can be read (e.g. {path}: {reason}); "
                                 "re-run `python -m medvqa_data.prepare`")
         row = self.ds[self.chosen[path]]
-        return row, load_row_image(row["image"], self.min_pixels, self.max_pixels)
+        return row, load_row_image(row["image"], self.min_pixels, self.max_pixels, self.resize)
 
 
 def sft_target(row: dict, template: str, kind: str = "answer") -> str:
@@ -160,9 +162,9 @@ def sft_target(row: dict, template: str, kind: str = "answer") -> str:
 
 
 def to_sft(ds, template: str, mode: str = "default", kind: str = "answer", min_pixels: int = 3136,
-           max_pixels: int = 401408, diversity: bool = False, seed: int = 0):
+           max_pixels: int = 401408, diversity: bool = False, seed: int = 0, resize: dict | None = None):
     """Prompt-completion rows for TRL's SFTTrainer (the loss covers the completion only)."""
     completions = [[{"role": "assistant", "content": sft_target(row, template, kind)}]
                    for row in ds.select_columns(["answer", "answer_letter"])]
     ds = ds.add_column("completion", completions)
-    return to_trl(ds, template, mode, "train", min_pixels, max_pixels, diversity, seed)
+    return to_trl(ds, template, mode, "train", min_pixels, max_pixels, diversity, seed, resize)

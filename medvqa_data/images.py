@@ -245,9 +245,20 @@ def smart_resize(
     return h_bar, w_bar
 
 
-def fit_pixels(img: Image.Image, min_pixels: int, max_pixels: int, factor: int = 28) -> Image.Image:
-    """Resize `img` (bicubic, as Qwen2-VL's processor) to the `smart_resize` size; unchanged if it already fits."""
+def fit_pixels(img: Image.Image, min_pixels: int, max_pixels: int, factor: int = 28,
+               fixed_side: int | None = None) -> Image.Image:
+    """Resize `img` to the size the model's processor would give it; unchanged if it already has that size.
+
+    The numbers come from the model family (qlora_grpo.families, handed down as plain ints):
+    `factor` = patch x merge pixels (Qwen2-VL/2.5-VL 28, Qwen3-VL 32) with the `smart_resize` rule
+    (bicubic, as Qwen's processor); `fixed_side` = a square input (Gemma 3's SigLIP: 896) that the
+    processor reaches by a bilinear resize ignoring the aspect ratio, so min/max_pixels do not apply.
+    """
     width, height = img.size
+    if fixed_side:
+        if (width, height) == (fixed_side, fixed_side):
+            return img
+        return img.resize((fixed_side, fixed_side), Image.Resampling.BILINEAR)
     try:
         new_height, new_width = smart_resize(height, width, factor, min_pixels, max_pixels)
     except ValueError as exc:

@@ -31,7 +31,8 @@ class MedVQAArguments:
     # --- model -------------------------------------------------------------------------------
     model_name_or_path: str = field(
         default="runs/tiny-qwen2-vl",
-        metadata={"help": "Local checkpoint dir (or hub id on machines with network). Qwen2-VL or Qwen2.5-VL."},
+        metadata={"help": "Local checkpoint dir (or hub id on machines with network). Qwen2-VL, Qwen2.5-VL, Qwen3-VL or "
+                          "Gemma 3 / MedGemma (qlora_grpo.families)."},
     )
     backend: str = field(
         default="auto",
@@ -74,7 +75,7 @@ class MedVQAArguments:
     finetune_mlp_modules: bool = field(default=True, metadata={"help": "Adapters on MLP projections."})
     fast_inference: bool = field(
         default=False,
-        metadata={"help": "unsloth backend only: vLLM rollouts (Qwen2.5-VL only; ~2-4x faster generation, +memory)."},
+        metadata={"help": "unsloth backend only: vLLM rollouts (Qwen2.5-VL only, see qlora_grpo.families; ~2-4x faster generation, +memory)."},
     )
     # --- data --------------------------------------------------------------------------------
     data_path: str = field(
@@ -100,7 +101,8 @@ class MedVQAArguments:
     min_pixels: int = field(default=3136, metadata={"help": "Images are upscaled to at least this many pixels."})
     max_pixels: int = field(
         default=401408,
-        metadata={"help": "Images are downscaled to at most this many pixels (784 px = 1 visual token). "
+        metadata={"help": "Images are downscaled to at most this many pixels (1 visual token = 784 px on Qwen2-VL/2.5-VL, "
+                  "1024 px on Qwen3-VL; Gemma 3 ignores it: 256 tokens per image). "
                   "Biggest activation-memory knob after G and lengths."},
     )
     # --- prompts -----------------------------------------------------------------------------

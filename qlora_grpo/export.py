@@ -12,7 +12,7 @@ For an adapter trained on an NF4 base (QLoRA), loading the original checkpoint w
 gives the 16-bit weights that NF4 approximated, and the adapter is merged into those; the model card
 says so (outputs can differ slightly from the 4-bit model evaluated after training). The merged
 weights (`merge_and_unload`) are saved as safetensors with the processor and the generation config:
-OUT loads with plain `Qwen2VLForConditionalGeneration.from_pretrained(OUT)`, no PEFT.
+OUT loads with plain `AutoModelForImageTextToText.from_pretrained(OUT)` (any registered family), no PEFT.
 
 OUT must not exist or be empty (an existing export is never overwritten). The export is written to
 a temporary sibling directory and renamed into place at the end, so an interrupted export leaves no

@@ -24,21 +24,33 @@ GB = 1024**3
 
 
 def count_params(model_dir: str) -> dict:
-    """Parameter counts from config.json (no weights loaded)."""
+    """Parameter counts from config.json (no weights loaded), for every family in qlora_grpo.families:
+    explicit head_dim (Qwen3-VL, Gemma 3), gated or plain vision MLPs, DeepStack mergers, Gemma's projector."""
     cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    mtype = cfg.get("model_type", "qwen2_vl")
     t = cfg.get("text_config", cfg)
     v = cfg.get("vision_config", {})
     h, inter, layers = t["hidden_size"], t["intermediate_size"], t["num_hidden_layers"]
     heads, kv = t["num_attention_heads"], t.get("num_key_value_heads", t["num_attention_heads"])
-    head_dim = h // heads
+    head_dim = t.get("head_dim") or h // heads
     vocab = t["vocab_size"]
-    per_layer = h * h * 2 + 2 * h * kv * head_dim + 3 * h * inter
+    per_layer = 2 * h * heads * head_dim + 2 * h * kv * head_dim + 3 * h * inter
     tied = cfg.get("tie_word_embeddings", t.get("tie_word_embeddings", False))
     emb = vocab * h * (1 if tied else 2)
-    e, depth = v.get("embed_dim", 1280), v.get("depth", 32)
-    vis = depth * (4 * e * e + 2 * e * e * v.get("mlp_ratio", 4)) + (e * 4) ** 2 + e * 4 * v.get("hidden_size", h)
+    # vision tower: Qwen2-VL names its width embed_dim (its hidden_size is the merger's output)
+    e = v.get("embed_dim") or v.get("hidden_size", 1280)
+    depth = v.get("depth") or v.get("num_hidden_layers", 32)
+    v_inter = v.get("intermediate_size") or e * v.get("mlp_ratio", 4)
+    gated = mtype == "qwen2_5_vl"  # SwiGLU vision MLP (gate, up, down)
+    vis = depth * (4 * e * e + (3 if gated else 2) * e * v_inter)
+    if mtype == "gemma3":
+        vis += e * h  # multi_modal_projector
+    else:
+        mergers = 1 + len(v.get("deepstack_visual_indexes") or [])  # Qwen3-VL: DeepStack mergers
+        vis += mergers * ((e * 4) ** 2 + e * 4 * (v.get("out_hidden_size") or h))
     return {"linear": per_layer * layers, "embedding": emb, "vision": vis, "hidden": h, "layers": layers,
-            "kv_dim": kv * head_dim, "inter": inter, "vocab": vocab, "per_layer_lora_dims": 2 * h + kv * head_dim * 2}
+            "kv_dim": kv * head_dim, "inter": inter, "vocab": vocab, "q_dim": heads * head_dim,
+            "model_type": mtype}
 
 
 def estimate_gb(model_dir: str, quantization: str, dtype_bytes: int, num_generations: int, prompt_tokens: int,
@@ -46,9 +58,9 @@ def estimate_gb(model_dir: str, quantization: str, dtype_bytes: int, num_generat
                 generation_batch: int | None = None, quantize_vision: bool = False) -> dict:
     p = count_params(model_dir)
     linear_bytes = {"nf4": 0.5 + 1 / 64}.get(quantization, dtype_bytes)
-    vision_bytes = linear_bytes if quantize_vision else dtype_bytes
+    vision_bytes = linear_bytes if quantize_vision else min(dtype_bytes, 2)  # 16-bit unless quantize_vision_tower
     weights = p["linear"] * linear_bytes + p["vision"] * vision_bytes + p["embedding"] * 2
-    lora = p["layers"] * lora_r * (9 * p["hidden"] + 2 * p["kv_dim"] + 3 * p["inter"]) * 16
+    lora = p["layers"] * lora_r * (7 * p["hidden"] + 2 * p["q_dim"] + 2 * p["kv_dim"] + 3 * p["inter"]) * 16
     b, s, tokens = train_batch or num_generations, generation_batch or num_generations, prompt_tokens + completion_tokens
     kv = 2 * p["layers"] * p["kv_dim"] * 2 * s * tokens
     act = b * tokens * p["hidden"] * p["layers"] * 2 + b * tokens * (14 * p["hidden"] + 3 * p["inter"]) * 2
@@ -73,7 +85,16 @@ def profile_estimate(cfg, gpu_gb: float | None = None) -> dict | None:
     from qlora_grpo.config import resolve_compute_dtype
 
     dtype = resolve_compute_dtype(cfg.compute_dtype)
-    prompt_tokens = 64 + cfg.max_pixels // 784  # instruction + question + visual tokens at max_pixels
+    try:  # instruction + question + visual tokens at max_pixels (per family: 28/32-px tokens, Gemma 3: 256)
+        from transformers import AutoConfig
+
+        from qlora_grpo import families
+        from qlora_grpo.errors import UserError
+
+        mcfg = AutoConfig.from_pretrained(cfg.model_name_or_path, trust_remote_code=False)
+        prompt_tokens = 64 + families.for_config(mcfg).image_tokens(mcfg, cfg.max_pixels)
+    except (OSError, ValueError, KeyError, AttributeError, UserError):
+        prompt_tokens = 64 + cfg.max_pixels // 784
     world = max(1, getattr(cfg, "world_size", 1) or 1)
     generation = getattr(cfg, "generation_batch_size", None)
     try:

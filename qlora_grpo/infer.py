@@ -111,7 +111,9 @@ class Predictor:
             img = load_image(image)  # ImageError (a DataError) names the file and the reason
         else:
             raise UserError(f"image must be a file path or a PIL image, got {type(image).__name__}")
-        return fit_pixels(img, self.min_pixels, self.max_pixels)
+        from qlora_grpo.families import resize_kwargs_of
+
+        return fit_pixels(img, self.min_pixels, self.max_pixels, **resize_kwargs_of(self.model))
 
     def generate(self, image, prompt_text: str, max_new_tokens: int | None = None) -> str:
         """Greedy completion for one image and one user-turn text (vision placeholders suppressed)."""

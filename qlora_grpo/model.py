@@ -15,16 +15,11 @@ from pathlib import Path
 
 import torch
 
-from qlora_grpo import cpu_compat
+from qlora_grpo import cpu_compat, families
 from qlora_grpo.errors import UserError
 
-VISION_SPECIAL_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
-SUPPORTED_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")
-FAST_INFERENCE_MODEL_TYPES = ("qwen2_5_vl",)  # Unsloth's vLLM rollouts support Qwen2.5-VL, not Qwen2-VL
-ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
-MLP = ("gate_proj", "up_proj", "down_proj")
-VISION_ATTN = ("qkv", "proj")
-VISION_MLP = ("fc1", "fc2", "gate_proj", "up_proj", "down_proj")
+# Family facts (model types, vision tokens, LoRA targets, backends) live in qlora_grpo.families.
+SUPPORTED_MODEL_TYPES = families.SUPPORTED_MODEL_TYPES
 
 
 # ----------------------------------------------------------------------------- paths and types
@@ -106,8 +101,7 @@ def model_type(path: str) -> str:
     from transformers import AutoConfig
 
     mtype = AutoConfig.from_pretrained(path, trust_remote_code=False).model_type
-    if mtype not in SUPPORTED_MODEL_TYPES:
-        raise UserError(f"{path} is a {mtype!r} model; supported: {', '.join(SUPPORTED_MODEL_TYPES)}")
+    families.for_model_type(mtype, str(path))  # a clear error for an unsupported family
     return mtype
 
 
@@ -127,49 +121,43 @@ def resolve_backend(name: str) -> str:
 
 def vision_special_token_ids(processor) -> list[int]:
     """Ids of the vision placeholder tokens: suppressed during generation (a generated <|image_pad|>
-    makes the next forward fail with "Image features and image tokens do not match")."""
+    makes the next forward fail with "Image features and image tokens do not match").
+
+    The tokens of every registered family that this tokenizer knows (a tokenizer carries one family's)."""
     tok = getattr(processor, "tokenizer", processor)
-    ids = [tok.convert_tokens_to_ids(t) for t in VISION_SPECIAL_TOKENS]
-    return [i for i in ids if i is not None and i != tok.unk_token_id]
+    vocab = tok.get_vocab()
+    names = dict.fromkeys(t for f in families.FAMILIES.values() for t in f.vision_tokens)
+    return [vocab[t] for t in names if t in vocab and vocab[t] != tok.unk_token_id]
 
 
 def load_processor(path: str, min_pixels: int, max_pixels: int):
     from transformers import AutoProcessor
 
+    family = families.for_model(path)
     processor = AutoProcessor.from_pretrained(
-        path, min_pixels=min_pixels, max_pixels=max_pixels, padding_side="left", trust_remote_code=False
+        path, **family.processor_kwargs(min_pixels, max_pixels), padding_side="left", trust_remote_code=False
     )
     processor.tokenizer.padding_side = "left"
     return processor
 
 
 # ----------------------------------------------------------------------------- LoRA targets
-def lora_target_regex(language: bool, vision: bool, attention: bool, mlp: bool) -> str:
-    """PEFT `target_modules` regex (full match) over the language model and/or the vision tower."""
-    parts = []
-    if language:
-        names = (ATTN if attention else ()) + (MLP if mlp else ())
-        if names:
-            parts.append(r".*\.language_model\.layers\.\d+\.(self_attn|mlp)\.(" + "|".join(names) + ")")
-    if vision:
-        names = (VISION_ATTN if attention else ()) + (VISION_MLP if mlp else ())
-        if names:
-            # the blocks only: Unsloth never adapts the merger (the projection into the language model)
-            parts.append(r".*\.visual\.blocks\.\d+\.(attn|mlp)\.(" + "|".join(names) + ")")
-    if not parts:
-        raise UserError("no LoRA targets: enable finetune_language_layers or finetune_vision_layers "
-                        "and attention or MLP modules")
-    return "|".join(f"(?:{p})" for p in parts)
+def lora_target_regex(language: bool, vision: bool, attention: bool, mlp: bool,
+                      family: str | families.Family = "qwen2_vl", projector: bool = False) -> str:
+    """PEFT `target_modules` regex (full match) over the language model, the vision blocks and/or the
+    projector, from the family's registry entry."""
+    fam = families.FAMILIES[family] if isinstance(family, str) else family
+    return fam.lora_target_regex(language, vision, attention, mlp, projector)
 
 
-def lora_config(cfg):
+def lora_config(cfg, family: families.Family):
     from peft import LoraConfig
 
     return LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
-        target_modules=lora_target_regex(
+        target_modules=family.lora_target_regex(
             cfg.finetune_language_layers, cfg.finetune_vision_layers,
             cfg.finetune_attention_modules, cfg.finetune_mlp_modules,
         ),
@@ -190,6 +178,7 @@ def load_base_hf(path: str, quantization: str, dtype: torch.dtype, allow_pickle:
     from transformers import AutoModelForImageTextToText, BitsAndBytesConfig
 
     kwargs = dict(dtype=dtype, trust_remote_code=False, use_safetensors=None if allow_pickle else True)
+    family = families.for_model(path)
     if quantization == "nf4":
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True,
@@ -197,9 +186,9 @@ def load_base_hf(path: str, quantization: str, dtype: torch.dtype, allow_pickle:
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype,
             bnb_4bit_quant_storage=dtype if dtype != torch.float32 else torch.uint8,
-            # 16-bit: the output head, the vision merger and (as Unsloth) the vision tower. transformers 5
-            # matches these as regexes from the start of the module name (or as name suffixes)
-            llm_int8_skip_modules=["lm_head", r".*\.visual\.merger"] + ([] if quantize_vision else [r".*\.visual"]),
+            # 16-bit: the output head, the vision tower and projector (as Unsloth; the projector only with
+            # quantize_vision_tower). transformers 5 matches these as regexes from the start of the module name
+            llm_int8_skip_modules=family.skip_quant_modules(quantize_vision),
         )
     if cpu_compat.has_cuda():
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
@@ -218,6 +207,7 @@ def load_hf(cfg, path: str, dtype: torch.dtype):
     from peft import get_peft_model, prepare_model_for_kbit_training
 
     model = load_base_hf(path, cfg.quantization, dtype, cfg.allow_pickle, cfg.quantize_vision_tower)
+    family = families.for_config(model.config)
     if cfg.quantization == "nf4":
         model = prepare_model_for_kbit_training(
             model,
@@ -230,17 +220,15 @@ def load_hf(cfg, path: str, dtype: torch.dtype):
         check_adapter(cfg.init_adapter, path, cfg.allow_pickle)
         model = PeftModel.from_pretrained(model, cfg.init_adapter, is_trainable=True)
     else:
-        model = get_peft_model(model, lora_config(cfg))
+        model = get_peft_model(model, lora_config(cfg, family))
     cpu_compat.fix_bnb_linear4bit(model)
     return model
 
 
 # ----------------------------------------------------------------------------- unsloth backend
 def check_fast_inference(fast_inference: bool, mtype: str, path: str) -> None:
-    """Unsloth's vLLM rollouts exist only for some model types (Qwen2.5-VL here); say so before loading."""
-    if fast_inference and mtype not in FAST_INFERENCE_MODEL_TYPES:
-        raise UserError(f"fast_inference (Unsloth vLLM rollouts) supports {', '.join(FAST_INFERENCE_MODEL_TYPES)} "
-                        f"but {path} is {mtype}; set fast_inference: false or use a Qwen2.5-VL checkpoint")
+    """Unsloth's vLLM rollouts exist only for some families (registry `backends`); say so before loading."""
+    families.for_model_type(mtype, path).check_backend("unsloth", fast_inference)
 
 
 def adapter_rank(adapter: str) -> int:
@@ -267,7 +255,7 @@ def unsloth_load_kwargs(cfg, dtype: torch.dtype) -> dict:
         dtype=dtype,  # float16 on a T4 (no native bf16)
         use_gradient_checkpointing="unsloth" if cfg.gradient_checkpointing else False,
         use_exact_model_name=True,  # load this dir / hub id as is, never Unsloth's pre-quantized substitute
-        max_seq_length=max(2048, cfg.max_pixels // 784 + 512 + completion),  # visual + text + completion tokens
+        max_seq_length=max(2048, cfg.max_pixels // 784 + 512 + completion),  # visual (<= 1 per 28x28) + text + completion
         fast_inference=cfg.fast_inference,
         random_state=cfg.seed,
     )
@@ -349,6 +337,10 @@ def load_for_training(cfg):
     path = resolve_model_path(cfg.model_name_or_path)
     mtype = model_type(path)
     backend = resolve_backend(cfg.backend)
+    family = families.for_model_type(mtype, path)
+    family.check_dtype(resolve_compute_dtype(cfg.compute_dtype))
+    if backend != "unsloth":
+        family.check_backend(backend)
     dtype = torch_dtype(resolve_compute_dtype(cfg.compute_dtype))
     processor = load_processor(path, cfg.min_pixels, cfg.max_pixels)
     if cfg.fast_inference and backend != "unsloth":
@@ -384,7 +376,7 @@ def load_for_inference(model_path: str, adapter: str | None = None, quantization
     from qlora_grpo.config import resolve_compute_dtype
 
     path = resolve_model_path(model_path)
-    model_type(path)
+    families.for_model_type(model_type(path), path).check_dtype(resolve_compute_dtype(compute_dtype))
     dtype = torch_dtype(resolve_compute_dtype(compute_dtype))
     processor = load_processor(path, min_pixels, max_pixels)
     model = load_base_hf(path, quantization, dtype, allow_pickle, quantize_vision)

@@ -275,7 +275,7 @@ def render_model_card(run_dir: str | Path, export: dict | None = None) -> str:
         if merged:
             note = (f"This directory holds the base model with the adapter merged into its weights "
                     f"(`merge_and_unload`), saved in {export.get('dtype', 'bf16')} safetensors; it loads with "
-                    "plain `Qwen2VLForConditionalGeneration.from_pretrained` (no PEFT).")
+                    "plain `AutoModelForImageTextToText.from_pretrained` (no PEFT).")
             if qlora:
                 note += (" The adapter was trained on an NF4 (4-bit) base. It was merged into the base "
                          "checkpoint's original 16-bit weights (the checkpoint loaded without quantization: the "
@@ -364,8 +364,8 @@ def render_model_card(run_dir: str | Path, export: dict | None = None) -> str:
               + ")", 'p.ask("scan.png", "Which modality is shown?", ["CT", "MRI", "X-Ray", "Ultrasound"])', "```", ""]
     if merged:
         lines += ["Plain transformers:", "", "```python",
-                  "from transformers import AutoProcessor, Qwen2VLForConditionalGeneration",
-                  f"model = Qwen2VLForConditionalGeneration.from_pretrained({model_arg!r})",
+                  "from transformers import AutoModelForImageTextToText, AutoProcessor",
+                  f"model = AutoModelForImageTextToText.from_pretrained({model_arg!r})",
                   f"processor = AutoProcessor.from_pretrained({model_arg!r})", "```", ""]
     lines += ["## Intended use", "", INTENDED_USE, "## Limitations and clinical safety", "", LIMITATIONS]
     lines += ["## Framework versions", "", _versions(), ""]

@@ -157,6 +157,10 @@ def test_evaluate_resumes_and_tolerates_a_truncated_line(sample_prepared, tmp_pa
 
 
 def test_paper_mode_uses_medr1_eval_prompts_and_parser(sample_prepared, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from transformers import Qwen2VLConfig
+
     import eval.evaluate as ev
     from medvqa_data import templates
 
@@ -175,7 +179,8 @@ def test_paper_mode_uses_medr1_eval_prompts_and_parser(sample_prepared, tmp_path
             raise Stop
 
     with pytest.raises(Stop):
-        ev.generate_batch(None, FakeProcessor(), list(rows), "think", "paper", 8, 3136, 12544)
+        ev.generate_batch(SimpleNamespace(config=Qwen2VLConfig()), FakeProcessor(), list(rows), "think", "paper", 8,
+                          3136, 12544)  # a config only: the family's resize rule is read from it
     row = rows[0]
     expected = templates.render_prompt(row["question"], list(row["options"]), "think", mode="paper", phase="eval")
     assert seen[0] == expected
