@@ -87,6 +87,7 @@ def build_trainer(cfg, train_rows):
 def main(argv=None) -> int:
     cpu_compat.patch_trl_cpu_kernels()
 
+    import run_end
     from medvqa_data.dataset import select_training_rows
     from qlora_grpo import rundir
     from qlora_grpo.config import MedGRPOConfig, parse_config
@@ -104,18 +105,17 @@ def main(argv=None) -> int:
     trainer, processor, backend = build_trainer(cfg, train_rows)
 
     ################
-    # Train + save
+    # Train + save (run_end.py: the same end for GRPO and SFT)
     ################
-    rundir.write_run_config(trainer, cfg, f"resolved config; backend: {backend}")
-    # Resumes; OOM / disk full / NaN stop -> a UserError; adapter saved via a temporary folder.
-    rundir.train_and_save(trainer, processor, cfg, resume_from)
-    if trainer.accelerator.is_main_process:
-        print(f"adapter saved to {cfg.output_dir}")
+    # Writes run_config.yaml; resumes; OOM / disk full / NaN stop -> a UserError;
+    # the adapter is saved via a temporary folder.
+    run_end.train_and_save(trainer, processor, cfg, resume_from, title="GRPO adapter",
+                           header=f"resolved config; backend: {backend}")
 
     ################
     # Evaluate
     ################
-    rundir.finish_run(trainer, processor, cfg, lock, title="GRPO adapter")  # + model card
+    run_end.finish_run(trainer, processor, cfg, lock, title="GRPO adapter")  # + model card
     return 0
 
 

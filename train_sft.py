@@ -24,6 +24,7 @@ def main(argv=None) -> int:
 
     cpu_compat.patch_trl_cpu_kernels()
 
+    import run_end
     from medvqa_data.dataset import select_training_rows, to_sft
     from qlora_grpo import callbacks, rundir
     from qlora_grpo.config import MedSFTConfig, parse_config
@@ -60,18 +61,17 @@ def main(argv=None) -> int:
     keep_adapters_fp32(trainer, backend)  # TRL casts QLoRA adapters to bf16: Adam steps would round away
 
     ################
-    # Train + save
+    # Train + save (run_end.py: the same end for GRPO and SFT)
     ################
-    rundir.write_run_config(trainer, cfg, f"resolved config (SFT); backend: {backend}")
-    # Resumes; OOM / disk full / NaN stop -> a UserError; adapter saved via a temporary folder.
-    rundir.train_and_save(trainer, processor, cfg, resume_from)
-    if trainer.accelerator.is_main_process:
-        print(f"SFT adapter saved to {cfg.output_dir}")
+    # Writes run_config.yaml; resumes; OOM / disk full / NaN stop -> a UserError;
+    # the adapter is saved via a temporary folder.
+    run_end.train_and_save(trainer, processor, cfg, resume_from, title="SFT adapter",
+                           header=f"resolved config (SFT); backend: {backend}")
 
     ################
     # Evaluate
     ################
-    rundir.finish_run(trainer, processor, cfg, lock, title="SFT adapter")  # + model card
+    run_end.finish_run(trainer, processor, cfg, lock, title="SFT adapter")  # + model card
     return 0
 
 
