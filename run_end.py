@@ -2,13 +2,14 @@
 
 Once an entry script has built its trainer: `train_and_save` (run_config.yaml -> train, resuming
 -> final adapter -> trainer_state.json), then `finish_run` (evaluate the adapter -> model card ->
-unlock the run dir). This is orchestration across the floors (it calls `eval.evaluate`), so it sits
+unlock the run dir); `exit_with` is the scripts' `__main__` (bad input: one `error:` line, exit 2). This is orchestration across the floors (it calls `eval.evaluate`), so it sits
 at the entry level next to the two scripts; `qlora_grpo/rundir.py` below it only knows the run
 directory (lock, checkpoints, resume, safe final save).
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from qlora_grpo import rundir
@@ -72,3 +73,15 @@ def finish_run(trainer, processor, cfg, lock: rundir.RunLock | None, title: str)
         print(f"model card: {write_model_card(cfg.output_dir)}")
     if lock:
         lock.release()
+
+
+def exit_with(main) -> None:
+    """`sys.exit(main())`; a UserError or DataError (bad input) becomes one ``error: ...`` line on
+    stderr and exit status 2, without a traceback."""
+    from medvqa_data.errors import DataError
+
+    try:
+        sys.exit(main())
+    except (UserError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

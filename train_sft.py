@@ -15,8 +15,7 @@ from qlora_grpo import cpu_compat
 cpu_compat.setup_env()
 cpu_compat.preimport_backend(sys.argv[1:])
 
-from medvqa_data.errors import DataError  # noqa: E402
-from qlora_grpo.errors import UserError  # noqa: E402
+import run_end  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -24,7 +23,6 @@ def main(argv=None) -> int:
 
     cpu_compat.patch_trl_cpu_kernels()
 
-    import run_end
     from medvqa_data.dataset import select_training_rows, to_sft
     from qlora_grpo import callbacks, rundir
     from qlora_grpo.config import MedSFTConfig, parse_config
@@ -76,8 +74,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (UserError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_end.exit_with(main)  # UserError / DataError -> one `error: ...` line, exit status 2
