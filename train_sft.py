@@ -15,8 +15,7 @@ from qlora_grpo import cpu_compat
 cpu_compat.setup_env()
 cpu_compat.preimport_backend(sys.argv[1:])
 
-from medvqa_data.errors import DataError  # noqa: E402
-from qlora_grpo.errors import Interrupted, UserError  # noqa: E402
+import run_end  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -61,33 +60,19 @@ def main(argv=None) -> int:
     keep_adapters_fp32(trainer, backend)  # TRL casts QLoRA adapters to bf16: Adam steps would round away
 
     ################
-    # Train + save
+    # Train + save (run_end.py: the same end for GRPO and SFT)
     ################
-    rundir.write_run_config(trainer, cfg, f"resolved config (SFT); backend: {backend}")
-    # Resumes; OOM / disk full / NaN stop -> a UserError; adapter saved via a temporary folder.
-    rundir.train_and_save(trainer, processor, cfg, resume_from)
-    if trainer.accelerator.is_main_process:
-        print(f"SFT adapter saved to {cfg.output_dir}")
+    # Writes run_config.yaml; resumes; OOM / disk full / NaN stop -> a UserError;
+    # the adapter is saved via a temporary folder.
+    run_end.train_and_save(trainer, processor, cfg, resume_from, title="SFT adapter",
+                           header=f"resolved config (SFT); backend: {backend}")
 
     ################
     # Evaluate
     ################
-    rundir.finish_run(trainer, processor, cfg, lock, title="SFT adapter")  # + model card
+    run_end.finish_run(trainer, processor, cfg, lock, title="SFT adapter")  # + model card
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (UserError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except Interrupted as e:  # Ctrl-C during training: step, what is saved, the resume command
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(130)
-    except KeyboardInterrupt:  # before training started or after the adapter was saved
-        from qlora_grpo.rundir import resume_command
-
-        print("error: interrupted (Ctrl-C) outside training (loading, or evaluating a saved adapter): no training "
-              f"step is lost; rerun with: {resume_command()}", file=sys.stderr)
-        sys.exit(130)
+    run_end.exit_with(main)  # bad input: one `error: ...` line, exit 2; Ctrl-C: one line, exit 130

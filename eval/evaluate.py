@@ -22,7 +22,7 @@ from pathlib import Path
 
 from eval.scoring import EVAL_TEMPLATES, PRED_KEYS, check_mode, prompt_mode, read_predictions, score_record
 from medvqa_data.errors import ImageError
-from qlora_grpo.rundir import read_run_config
+from qlora_grpo.run_config import read_run_config
 
 __all__ = ["EVAL_TEMPLATES", "PRED_KEYS", "evaluate", "generate_batch", "main", "score_prediction"]
 

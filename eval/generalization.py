@@ -43,7 +43,7 @@ from pathlib import Path
 
 from eval.evaluate import CONFIG_NAME, warn_template
 from eval.scoring import EVAL_MODES, EVAL_TEMPLATES
-from qlora_grpo.rundir import read_run_config
+from qlora_grpo.run_config import read_run_config
 
 AXES = ("modality", "question_type")
 BASE = "base"

@@ -237,10 +237,32 @@ def make_row(
     }
 
 
+def guess_source(path: Path) -> str | None:
+    """The source whose layout `path` looks like (a cheap look at the top level), or None.
+
+    For the hint when a raw dataset folder is given where a prepared one is expected. It only looks at
+    names, so it lives here rather than in `sources` (every source imports this module).
+    """
+    if not path.is_dir():
+        return None
+    children = {child.name for child in path.iterdir()}
+    if "QA_information" in children or any((path / c / "QA_information").is_dir() for c in children):
+        return "omnimedvqa"
+    if "Splits" in children or path.name == "Splits" or {"modality", "question_type"} & children:
+        return "medr1"
+    if "imgs" in children and "train.json" in children:
+        return "slake"
+    if "train.csv" in children or "test.csv" in children:
+        return "pmc-vqa"
+    if any("vqa_rad" in c.lower() for c in children):
+        return "vqa-rad"
+    if any(c.endswith(".jsonl") for c in children):
+        return "jsonl"
+    return None
+
+
 def _prepare_hint(path: Path) -> str:
     """The prepare command to suggest for `path`, guessing the source from its layout."""
-    from medvqa_data.sources import guess_source  # local import: sources imports this module
-
     source = guess_source(path) if path.is_dir() else None
     if source:
         return (

@@ -81,7 +81,7 @@ def export(model: str, adapter: str | os.PathLike, out: str | os.PathLike, merge
     """Write the adapter (or, with merge=True, the merged model) + processor + model card to `out`."""
     from qlora_grpo import model_card
     from qlora_grpo.model import check_adapter, model_type, resolve_model_path
-    from qlora_grpo.rundir import read_run_config
+    from qlora_grpo.run_config import read_run_config
 
     if dtype not in DTYPES:
         raise UserError(f"unknown dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")

@@ -44,7 +44,7 @@ from typing import Any
 
 from qlora_grpo import cpu_compat
 from qlora_grpo.errors import UserError
-from qlora_grpo.rundir import read_run_config
+from qlora_grpo.run_config import read_run_config
 
 TEMPLATES = ("think", "think-after", "no-think", "zero-shot")
 DEFAULT_MIN_PIXELS = 3136

@@ -435,7 +435,7 @@ def check_adapter(adapter: str, base_path: str, allow_pickle: bool = False) -> N
                         "the adapter, or pass --allow_pickle if you trust the files (pickle can execute code)")
     trained_on = json.loads(cfg_file.read_text()).get("base_model_name_or_path")
     if not trained_on:
-        from qlora_grpo.rundir import read_run_config
+        from qlora_grpo.run_config import read_run_config
 
         trained_on = read_run_config(adapter).get("model_name_or_path")
     if not trained_on or trained_on == base_path:

@@ -24,8 +24,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from qlora_grpo import rundir
 from qlora_grpo.errors import UserError
+from qlora_grpo.run_config import read_run_config
 
 REWARD_DESCRIPTIONS = {
     "format": "the template's tag format (`<think>` / `<answer>` blocks in order, nothing outside)",
@@ -61,7 +61,7 @@ Out of scope: any clinical, diagnostic, triage or patient-facing use.
 # ----------------------------------------------------------------------------- inputs
 def run_config_and_kind(run_dir: Path) -> tuple[dict, str]:
     """(resolved config, kind) where kind is "grpo" or "sft"."""
-    cfg = rundir.read_run_config(run_dir, required=True)
+    cfg = read_run_config(run_dir, required=True)
     text = (run_dir / "run_config.yaml").read_text()
     first = text.splitlines()[0] if text else ""
     if "(SFT)" in first or "sft_target" in cfg:

@@ -435,34 +435,6 @@ def _holder(content: str) -> tuple[str, str | None]:
 
 
 # ----------------------------------------------------------------------------- training
-def read_run_config(run_dir: str | os.PathLike | None, required: bool = False) -> dict:
-    """The resolved training config a run dir carries (`run_config.yaml`, written at train start).
-
-    {} when `run_dir` is None or has no such file (unless `required`); a file that is not a YAML
-    mapping is a `UserError` naming it, never silently ignored (it decides template, prompts, quantization).
-    """
-    if not run_dir:
-        return {}
-    cfg_file = Path(run_dir) / "run_config.yaml"
-    if not cfg_file.is_file():
-        if required:
-            raise UserError(f"{cfg_file} not found: it is written by train_qlora_grpo.py / train_sft.py at the "
-                            "start of a run; point to a training run directory")
-        return {}
-    import yaml
-
-    try:
-        data = yaml.safe_load(cfg_file.read_text())
-    except yaml.YAMLError as e:
-        raise UserError(f"{cfg_file} is not valid YAML ({e}); restore it from the run's checkpoint-*/ "
-                        "or the config you trained with") from None
-    if data is None and not required:
-        return {}
-    if not isinstance(data, dict):
-        raise UserError(f"{cfg_file} is not a YAML mapping of config keys; restore it from the config you trained with")
-    return data
-
-
 def checkpoint_step(checkpoint_dir: str | Path | None) -> int | None:
     return _step(Path(checkpoint_dir)) if checkpoint_dir else None
 
@@ -497,7 +469,8 @@ def raise_if_disk_full(output_dir: str | Path, exc: BaseException) -> None:
 
 # ----------------------------------------------------------------------------- the run's lifecycle
 # What both entry scripts (train_qlora_grpo.py, train_sft.py) do around their trainer, in order:
-# open_run -> [build the trainer] -> write_run_config -> train_and_save -> finish_run.
+# open_run -> [build the trainer] -> run_end.train_and_save (write_run_config, train, save_final)
+# -> run_end.finish_run (evaluate, model card: the entry level, run_end.py).
 def open_run(cfg) -> tuple[RunLock | None, str | None]:
     """(lock, checkpoint to resume from or None) before any model is loaded.
 
@@ -636,6 +609,8 @@ def check_same_run(cfg) -> None:
     out = Path(cfg.output_dir)
     if not (out / "run_config.yaml").is_file():
         return
+    from qlora_grpo.run_config import read_run_config
+
     recorded = read_run_config(out)
     diffs = run_differences(cfg, recorded, recorded_kind(out))
     finished = (out / "adapter_config.json").is_file()
@@ -692,17 +667,18 @@ def write_run_config(trainer, cfg, header: str) -> None:
 
 
 def resume_command(argv: list[str] | None = None) -> str:
-    """The command line that continues this run: the same one, with `--resume auto` (not never/PATH)."""
+    """The command line that continues this run: the same one, with `--resume auto` (not never/PATH) and
+    without `--restart_run` (rerunning that would move the run aside again)."""
     import shlex
     import sys
 
     argv = list(sys.argv if argv is None else argv)
     out, i = [], 0
     while i < len(argv):
-        if argv[i] == "--resume":
+        if argv[i] in ("--resume", "--restart_run"):
             i += 2
             continue
-        if not argv[i].startswith("--resume="):
+        if not argv[i].startswith(("--resume=", "--restart_run=")):
             out.append(argv[i])
         i += 1
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -723,63 +699,3 @@ def interrupted_message(trainer, cfg, saving: bool = False) -> str:
              if last else f"no complete checkpoint yet (save_steps={cfg.save_steps}), so a rerun starts from step 0")
     return f"interrupted (Ctrl-C) {where}; {saved}; resume with: {resume_command()}"
 
-
-def train_and_save(trainer, processor, cfg, resume_from: str | None) -> None:
-    """Train (resuming), then save the final adapter safely and the log history (trainer_state.json).
-
-    Out of GPU memory -> a UserError with the knobs to lower; disk full -> a UserError saying so (the
-    last complete checkpoint is intact); NaN/inf stopped by NonFiniteGuard -> a UserError naming the step.
-    """
-    import torch
-
-    from qlora_grpo import callbacks, hardware
-    from qlora_grpo.errors import Interrupted
-
-    try:
-        train(trainer, resume_from)  # resumed at max_steps: no extra step
-    except KeyboardInterrupt:
-        raise Interrupted(interrupted_message(trainer, cfg)) from None
-    except torch.cuda.OutOfMemoryError as e:
-        raise UserError(hardware.oom_message(cfg)) from e
-    except Exception as e:
-        raise_if_disk_full(cfg.output_dir, e)
-        raise
-    callbacks.raise_if_stopped(trainer, cfg.output_dir)
-    try:  # via a temporary folder, file by file: a kill never leaves a truncated adapter in output_dir
-        save_final(trainer, processor, cfg.output_dir)
-    except KeyboardInterrupt:
-        raise Interrupted(interrupted_message(trainer, cfg, saving=True)) from None
-    except Exception as e:
-        raise_if_disk_full(cfg.output_dir, e)
-        raise
-    if trainer.accelerator.is_main_process:
-        trainer.state.save_to_json(str(Path(cfg.output_dir) / "trainer_state.json"))  # losses, rewards per step
-
-
-def finish_run(trainer, processor, cfg, lock: RunLock | None, title: str) -> None:
-    """Rank 0: evaluate the trained adapter on `eval_split` (`eval_subset`), write the model card, unlock."""
-    if trainer.accelerator.is_main_process:
-        if cfg.evaluate_after_training and cfg.eval_split:
-            from eval.evaluate import evaluate
-            from medvqa_data.dataset import select_eval_rows
-            from medvqa_data.errors import DataError
-
-            try:
-                eval_rows = select_eval_rows(cfg.data_path, cfg.eval_split, cfg.eval_subset)
-            except DataError as e:
-                print(f"skipping evaluation: {e}")
-            else:
-                out = Path(cfg.output_dir) / "eval"
-                metrics = evaluate(trainer.model.eval(), processor, eval_rows, cfg.template, str(out),
-                                   mode=cfg.prompt_mode, batch_size=cfg.eval_batch_size,
-                                   max_new_tokens=cfg.eval_max_new_tokens, limit=cfg.eval_max_samples,
-                                   min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels,
-                                   title=f"{title} {cfg.output_dir} on {cfg.eval_split}")
-                o = metrics["overall"]
-                print(f"eval accuracy {100 * o['accuracy']:.1f}% (n={o['n']}); metrics: {out}/metrics.json, "
-                      f"report: {out}/report.md")
-        from qlora_grpo.model_card import write_model_card
-
-        print(f"model card: {write_model_card(cfg.output_dir)}")
-    if lock:
-        lock.release()

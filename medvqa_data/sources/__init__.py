@@ -31,7 +31,7 @@ READERS: dict[str, Callable[[Path, SourceOptions], SourceResult]] = {
 }
 SOURCES = tuple(READERS)
 
-__all__ = ["READERS", "SOURCES", "SourceOptions", "SourceResult", "guess_source", "read_source"]
+__all__ = ["READERS", "SOURCES", "SourceOptions", "SourceResult", "read_source"]
 
 
 def read_source(name: str, root: Path, opts: SourceOptions) -> SourceResult:
@@ -39,23 +39,3 @@ def read_source(name: str, root: Path, opts: SourceOptions) -> SourceResult:
     if name not in READERS:
         raise DataError(f"unknown source {name!r}; choose one of: {', '.join(SOURCES)}")
     return READERS[name](root, opts)
-
-
-def guess_source(path: Path) -> str | None:
-    """The source whose layout `path` looks like (a cheap look at the top level), or None."""
-    if not path.is_dir():
-        return None
-    children = {child.name for child in path.iterdir()}
-    if "QA_information" in children or any((path / c / "QA_information").is_dir() for c in children):
-        return "omnimedvqa"
-    if "Splits" in children or path.name == "Splits" or {"modality", "question_type"} & children:
-        return "medr1"
-    if "imgs" in children and "train.json" in children:
-        return "slake"
-    if "train.csv" in children or "test.csv" in children:
-        return "pmc-vqa"
-    if any("vqa_rad" in c.lower() for c in children):
-        return "vqa-rad"
-    if any(c.endswith(".jsonl") for c in children):
-        return "jsonl"
-    return None

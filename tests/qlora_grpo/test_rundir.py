@@ -43,23 +43,3 @@ def test_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path):
     assert (tmp_path / rundir.LOCK).read_text().strip().endswith(str(os.getpid()))
     lock.release()
     assert not (tmp_path / rundir.LOCK).exists()
-
-
-# ----------------------------------------------------------------------------- run_config.yaml
-def test_read_run_config_missing_empty_and_valid(tmp_path):
-    assert rundir.read_run_config(None) == {}
-    assert rundir.read_run_config(tmp_path) == {}  # evaluating a plain adapter dir: nothing to inherit
-    with pytest.raises(UserError, match="run_config.yaml not found"):
-        rundir.read_run_config(tmp_path, required=True)
-    (tmp_path / "run_config.yaml").write_text("")
-    assert rundir.read_run_config(tmp_path) == {}
-    (tmp_path / "run_config.yaml").write_text("# resolved config\ntemplate: no-think\nquantization: nf4\n")
-    assert rundir.read_run_config(tmp_path) == {"template": "no-think", "quantization": "nf4"}
-
-
-@pytest.mark.parametrize("text", ["template: [think\n", "- a\n- b\n", "just a string\n", "\x00\x01: :"])
-def test_read_run_config_refuses_a_broken_file_by_name(tmp_path, text):
-    (tmp_path / "run_config.yaml").write_text(text)
-    with pytest.raises(UserError) as e:
-        rundir.read_run_config(tmp_path)
-    assert str(tmp_path / "run_config.yaml") in str(e.value) and "restore it" in str(e.value)
