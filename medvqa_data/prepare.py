@@ -255,6 +255,12 @@ def prepare(
         if overlap["overlap"] and method == "official":
             notes.append(f"the official split shares {overlap['overlap']} image(s) between its splits (as published; "
                          f"e.g. {overlap['overlap_examples'][0]}): those test images were seen in training")
+        empty = [name for name, part in parts.items() if not part]
+        if method != "none" and empty and len(empty) < len(parts):  # datasets cannot reload an empty saved split
+            notes.append(f"split {', '.join(empty)} is empty (all questions of an image stay on one side, and "
+                         f"{overlap['images'].get('train', 0)} image(s) cannot be split further): not written; "
+                         "add images, or prepare with --split none")
+            parts = {name: part for name, part in parts.items() if part}
         if method == "none":
             data = _to_dataset(parts["all"])
         else:

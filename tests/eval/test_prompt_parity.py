@@ -44,7 +44,9 @@ def rows(sample_prepared):
 
 @pytest.mark.parametrize("template", TEMPLATES)
 def test_policy_prompt_equals_the_evaluation_prompt(tiny_model, rows, template):
-    from transformers import AutoProcessor
+    from types import SimpleNamespace
+
+    from transformers import AutoConfig, AutoProcessor
     from trl.data_utils import prepare_multimodal_messages
 
     import eval.evaluate as ev
@@ -59,7 +61,7 @@ def test_policy_prompt_equals_the_evaluation_prompt(tiny_model, rows, template):
         policy.append(processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
     seen: list[str] = []
     with pytest.raises(_Stop):
-        ev.generate_batch(None, _Recording(processor, seen), list(rows), template, "default", 8, 3136, 12544)
+        ev.generate_batch(SimpleNamespace(config=AutoConfig.from_pretrained(tiny_model)), _Recording(processor, seen), list(rows), template, "default", 8, 3136, 12544)
     assert seen == policy
     assert all(p.count("<|image_pad|>") == 1 and p.endswith("<|im_start|>assistant\n") for p in policy)
     assert "Where is the {lesion}?" in policy[-1] and "short word or phrase" in policy[-1]

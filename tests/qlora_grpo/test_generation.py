@@ -87,7 +87,10 @@ class RecordingModel:
     device = torch.device("cpu")
 
     def __init__(self):
+        from transformers import Qwen2VLConfig
+
         self.masks = []
+        self.config = Qwen2VLConfig()  # the family registry reads the resize numbers from it
 
     def generate(self, input_ids, attention_mask, **kw):
         self.masks.append(attention_mask.clone())

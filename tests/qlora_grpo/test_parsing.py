@@ -516,7 +516,7 @@ def test_open_answer_length_limit():
     (" B ", "paper", "B", "no <answer> block (Med-R1 compares the whole text)"),
     ("<think>r</think><answer>B) CT</answer>", "paper", "B) CT", None),
     ("<think>r</think><answer>B) CT</answer>", "paper-eval", None, "no <answer>\\s*(\\w+)\\s*</answer> match"),
-    (" B ", "paper-eval", " B ", "no <answer> block (Med-R1 eval compares the raw output)"),
+    (" B ", "paper-eval", None, "no <answer>\\s*(\\w+)\\s*</answer> match"),  # Med-R1's think script: tags or wrong
     ("<answer>B</answer>", "paper", "B", "does not match Med-R1's think format"),
     ("<answer>B</answer>", "paper-eval", "B", "does not match Med-R1's think format"),
 ])
