@@ -352,6 +352,30 @@ def test_qwen2_vl_2b_profiles_fit_their_gpu(tmp_path, monkeypatch, capsys, profi
     assert "memory estimate:" in out and "WARNING" not in out
 
 
+PROFILE_ARCHS = {"Qwen2-VL-2B-Instruct": "qwen2-vl-2b", "Qwen2.5-VL-3B-Instruct": "qwen2.5-vl-3b",
+                  "Qwen3-VL-2B-Instruct": "qwen3-vl-2b", "medgemma-4b-it": "medgemma-4b"}
+
+
+@pytest.mark.parametrize("profile", sorted(p.stem for p in (ROOT / "configs").glob("*.yaml")
+                                           if "Estimated peak" in p.read_text()))
+def test_profile_header_states_the_start_up_estimate(tmp_path, profile):
+    """The "Estimated peak ~X GB" a profile's header promises is what start-up prints for that profile's
+    model (its same-size architecture from qlora_grpo.tiny), to the header's precision."""
+    import re
+
+    from qlora_grpo.config import MedGRPOConfig, MedSFTConfig
+    from qlora_grpo.tiny import arch_config
+
+    text = (ROOT / "configs" / f"{profile}.yaml").read_text()
+    stated = float(re.search(r"Estimated peak[^~]*~([\d.]+) GB", text, re.S).group(1))
+    model = re.search(r"^model_name_or_path: (\S+)", text, re.M).group(1)
+    arch_config(PROFILE_ARCHS[Path(model).name]).save_pretrained(tmp_path / "model")
+    cls = MedSFTConfig if "sft" in profile else MedGRPOConfig
+    cfg = parse_config(["--config", str(ROOT / "configs" / f"{profile}.yaml"), "--model_name_or_path",
+                        str(tmp_path / "model"), "--output_dir", str(tmp_path / "o")], cls)
+    assert hardware.profile_estimate(cfg)["total"] == pytest.approx(stated, abs=0.06)
+
+
 def test_vllm_reservation_is_part_of_the_estimate(tmp_path):
     three = config_dir(tmp_path, "3b", QWEN25_VL_3B)
     cfg = parse_config(["--config", str(ROOT / "configs/qwen25vl_3b_vllm.yaml"), "--model_name_or_path", str(three),
