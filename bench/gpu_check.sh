@@ -52,7 +52,7 @@ check build-data bash -c "[ -f '$DATA/prepare_report.json' ] || { '$PY' -m medvq
     --n 400 --seed 0 && '$PY' -m medvqa_data.prepare --source omnimedvqa --root '$WORK/phantoms_raw' --out '$DATA' \
     --split modality --overwrite; }"
 
-# mode: backend quantization compute_dtype (as bench/memory_throughput.py MODES)
+# mode: backend quantization compute_dtype (as MODES in bench/throughput/workload.py)
 declare -A MODES=([lora-bf16]="hf none bfloat16" [qlora-hf]="hf nf4 auto" [qlora-unsloth]="unsloth nf4 auto")
 for mode in lora-bf16 qlora-hf qlora-unsloth; do
     read -r backend quant dtype <<< "${MODES[$mode]}"

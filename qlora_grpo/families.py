@@ -102,6 +102,18 @@ class Family:
             return int(getattr(config, "mm_tokens_per_image", 256))
         return max(1, max_pixels // self.resize_kwargs(config)["factor"] ** 2)
 
+    def visual_tokens(self, config, side: int) -> int:
+        """Exact visual tokens of one `side` x `side` image given with min_pixels = max_pixels = side²:
+        Qwen's smart resize to multiples of patch x merge, one token per merged patch; Gemma 3's fixed
+        SigLIP input always pools to `mm_tokens_per_image`."""
+        if self.resize == "fixed":
+            return int(getattr(config, "mm_tokens_per_image", 256))
+        from medvqa_data.images import smart_resize
+
+        factor = self.resize_kwargs(config)["factor"]
+        height, width = smart_resize(side, side, factor, side * side, side * side)
+        return (height // factor) * (width // factor)
+
     def processor_kwargs(self, min_pixels: int, max_pixels: int) -> dict:
         """Extra `AutoProcessor.from_pretrained` keywords for the pixel budget (none for a fixed-size input)."""
         return {"min_pixels": min_pixels, "max_pixels": max_pixels} if self.processor_pixel_kwargs else {}

@@ -1,22 +1,16 @@
-"""bench/memory_throughput.py: the CPU smoke run end to end, plus its pure parts and tiny.build_arch."""
+"""bench/memory_throughput.py: the CPU smoke run end to end, plus its pure parts (bench/throughput/)
+and tiny.build_arch."""
 
-import importlib.util
 import json
 import time
 from pathlib import Path
 
 import pytest
 
+from bench.throughput import report
 from tests.conftest import ROOT, run_cli
 
 SCRIPT = ROOT / "bench" / "memory_throughput.py"
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_memory_throughput", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_smoke_writes_results_table_and_plots(tmp_path, tiny_model):
@@ -77,7 +71,7 @@ def _fake_results(tmp_path: Path) -> Path:
     ]
     results = {"date": "2026-01-01", "commit": "abc", "command": "python bench/memory_throughput.py",
                "device": {"gpu": True, "name": "Test GPU", "total_memory_gb": 80.0}, "runs": runs,
-               "targets": _bench().targets(runs)}
+               "targets": report.targets(runs)}
     path = tmp_path / "results.json"
     path.write_text(json.dumps(results))
     return path
@@ -94,7 +88,7 @@ def test_targets_measured_against_issue_targets(tmp_path):
 
 
 def test_update_readme_rewrites_only_the_marked_section(tmp_path):
-    bench = _bench()
+    from bench.throughput import report as bench
     results = _fake_results(tmp_path)
     readme = tmp_path / "README.md"
     readme.write_text(f"# Title\n\nbefore\n{bench.README_START}\nold table\n{bench.README_END}\nafter\n")
@@ -110,7 +104,7 @@ def test_update_readme_rewrites_only_the_marked_section(tmp_path):
 
 
 def test_largest_fitting_binary_search():
-    bench = _bench()
+    from bench.throughput import fit_scan as bench
     grid = [2, 4, 6, 8, 12, 16, 24, 32]
     calls = []
 

@@ -104,6 +104,26 @@ def test_data_layer_resize_matches_the_processor(fam_setup, size):
         assert raw["image_grid_thw"].tolist() == ours["image_grid_thw"].tolist()
 
 
+@pytest.mark.parametrize("side", [56, 100, 392])
+def test_visual_tokens_of_a_square_image_match_the_processor(fam_setup, side):
+    """`visual_tokens(config, side)` (the benchmark's count) is the number of image tokens the processor
+    puts in the prompt for a side x side image at min_pixels = max_pixels = side²: 28-px merged patches
+    for Qwen2/2.5-VL, 32-px for Qwen3-VL, the fixed `mm_tokens_per_image` for Gemma 3."""
+    from PIL import Image
+
+    fam, config, processor, _ = fam_setup
+    text = processor.apply_chat_template([{"role": "user", "content": [{"type": "image"},
+                                                                       {"type": "text", "text": "Which?"}]}],
+                                         add_generation_prompt=True, tokenize=False)
+    kw = {} if fam.resize == "fixed" else {"min_pixels": side * side, "max_pixels": side * side}
+    ids = processor(text=[text], images=[Image.new("RGB", (side, side))], return_tensors="pt", images_kwargs=kw)
+    assert (ids["input_ids"][0] == config.image_token_id).sum().item() == fam.visual_tokens(config, side)
+    qwen28, qwen32 = {56: 4, 100: 9, 392: 196}, {56: 1, 100: 16, 392: 169}
+    expected = (config.mm_tokens_per_image if fam.name == "gemma3" else
+                {"qwen2_vl": qwen28, "qwen2_5_vl": qwen28, "qwen3_vl": qwen32}[fam.name][side])
+    assert fam.visual_tokens(config, side) == expected
+
+
 def test_gemma3_refuses_fp16_and_unsupported_backends():
     g = families.FAMILIES["gemma3"]
     with pytest.raises(UserError, match="overflows in float16.*compute_dtype: float32"):

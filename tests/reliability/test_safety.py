@@ -18,7 +18,7 @@ from qlora_grpo.errors import UserError
 from tests.reliability.helpers import ROOT, offline_env, write_train_config
 
 PACKAGE_FILES = sorted(
-    p for pattern in ("qlora_grpo/**/*.py", "medvqa_data/**/*.py", "eval/**/*.py", "*.py", "bench/*.py")
+    p for pattern in ("qlora_grpo/**/*.py", "medvqa_data/**/*.py", "eval/**/*.py", "*.py", "bench/**/*.py")
     for p in ROOT.glob(pattern)
 )
 IMAGE_MARKERS = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"iVBORw0KGgo", b"data:image", b"<PIL.", b"/9j/4")
