@@ -6,7 +6,9 @@
 #      lora-bf16 (hf, 16-bit), qlora-hf (hf, NF4), qlora-unsloth (Unsloth, NF4)
 #   3. evaluates each adapter with eval.evaluate (base loaded as trained, from run_config.yaml)
 #   4. bench/memory_throughput.py for the 2B model, the same three modes, 3 measured steps
-#   5. the gpu-marked tests (pytest -m gpu)
+#   5. the same benchmark for today's families' same-size models (Qwen3-VL-2B, MedGemma-4B), NF4 hf vs
+#      Unsloth, 2 measured steps (GPU_CHECK_FAMILIES="" skips it; GPU_CHECK_FAMILIES="qwen3-vl-4b" picks others)
+#   6. the gpu-marked tests (pytest -m gpu)
 # Writes OUT/summary.md (+ summary.json, logs/, runs/, bench/). On a CPU machine: an error, exit 2.
 #
 #   bash bench/gpu_check.sh [OUT]          (default runs/gpu_check/<date>)
@@ -67,6 +69,14 @@ done
 
 check memory-throughput "$PY" bench/memory_throughput.py --models qwen2-vl-2b --modes lora-bf16 qlora-hf qlora-unsloth \
     --warmup-steps 1 --measured-steps 3 --no-fit --out "$OUT/bench" --work-dir "$WORK/bench"
+# today's families (qlora_grpo.families): same-size Qwen3-VL-2B and MedGemma-4B, NF4 through transformers and
+# through Unsloth, no fit scan. ~3 more minutes (two model builds); GPU_CHECK_FAMILIES="" skips it.
+FAMILIES=${GPU_CHECK_FAMILIES-qwen3-vl-2b medgemma-4b}
+if [ -n "$FAMILIES" ]; then
+    # shellcheck disable=SC2086  # one word per model
+    check memory-throughput-families "$PY" bench/memory_throughput.py --models $FAMILIES --modes qlora-hf qlora-unsloth \
+        --warmup-steps 1 --measured-steps 2 --no-fit --out "$OUT/bench-families" --work-dir "$WORK/bench"
+fi
 check gpu-tests "$PY" -m pytest -m gpu -q -p no:cacheprovider
 
 "$PY" bench/gpu_check_summary.py "$OUT"

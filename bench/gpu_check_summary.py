@@ -1,6 +1,6 @@
 """The summary table of bench/gpu_check.sh: pass/fail per check, and per mode the training run,
 its evaluation and the memory/throughput benchmark figures (peak reserved, step time, generation
-share, tokens/s).
+share, tokens/s); then the same figures for the other families' same-size models.
 
     python bench/gpu_check_summary.py OUT      (writes OUT/summary.md and OUT/summary.json)
 """
@@ -38,7 +38,17 @@ def summarize(out: Path) -> dict:
                       "step_s": step, "generation_share": gen / step if gen and step else None,
                       "generated_tokens_per_s": r.get("generated_tokens_per_s"),
                       "trained_tokens_per_s": r.get("trained_tokens_per_s"), "eval_accuracy": acc})
-    return {"checks": checks, "modes": modes, "passed": bool(checks) and all(c["result"] == "pass" for c in checks)}
+    families = []
+    fam_file = out / "bench-families" / "results.json"
+    if fam_file.is_file():
+        for r in json.loads(fam_file.read_text()).get("runs", []):
+            step, gen = r.get("step_s"), r.get("generation_s")
+            families.append({"model": r.get("model"), "mode": r.get("mode"), "bench_status": r.get("status"),
+                             "peak_reserved_gb": r.get("peak_reserved_gb"), "step_s": step,
+                             "generation_share": gen / step if gen and step else None,
+                             "generated_tokens_per_s": r.get("generated_tokens_per_s")})
+    return {"checks": checks, "modes": modes, "families": families,
+            "passed": bool(checks) and all(c["result"] == "pass" for c in checks)}
 
 
 def to_markdown(s: dict) -> str:
@@ -52,6 +62,14 @@ def to_markdown(s: dict) -> str:
         acc = None if m["eval_accuracy"] is None else f"{100 * m['eval_accuracy']:.1f}%"
         lines.append(f"| {m['mode']} | {_fmt(m['peak_reserved_gb'])} | {_fmt(m['step_s'])} | {_fmt(share)} | "
                      f"{_fmt(m['generated_tokens_per_s'], 1)} | {_fmt(m['trained_tokens_per_s'], 1)} | {_fmt(acc)} |")
+    if s.get("families"):
+        lines += ["", "Other families (same-size random weights):", "",
+                  "| model | mode | status | peak reserved (GiB) | step (s) | generation share | generated tok/s |",
+                  "|---|---|---|---|---|---|---|"]
+        for f in s["families"]:
+            share = None if f["generation_share"] is None else f"{100 * f['generation_share']:.0f}%"
+            lines.append(f"| {f['model']} | {f['mode']} | {_fmt(f['bench_status'])} | {_fmt(f['peak_reserved_gb'])} | "
+                         f"{_fmt(f['step_s'])} | {_fmt(share)} | {_fmt(f['generated_tokens_per_s'], 1)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -64,3 +64,26 @@ def test_summary_table(tmp_path):
     assert "Overall: **FAIL**" in md and "| gpu-tests | FAIL (rc 1) | 12 |" in md
     assert "| qlora-hf | 9.50 | 4.00 | 75% | 512.0 | 2048.0 | 25.0% |" in md
     assert "| qlora-unsloth | — |" in md
+    assert "Other families" not in md  # no families benchmark ran
+    (tmp_path / "bench-families").mkdir()
+    (tmp_path / "bench-families" / "results.json").write_text(json.dumps({"runs": [
+        {"model": "medgemma-4b", "mode": "qlora-unsloth", "status": "ok", "peak_reserved_gb": 7.25, "step_s": 5.0,
+         "generation_s": 4.0, "generated_tokens_per_s": 300.0}]}))
+    main([str(tmp_path)])
+    assert "| medgemma-4b | qlora-unsloth | ok | 7.25 | 5.00 | 80% | 300.0 |" in (tmp_path / "summary.md").read_text()
+
+
+def test_families_benchmark_command_parses():
+    """The families step names models and modes the benchmark knows (a typo would only show on the GPU)."""
+    from bench import memory_throughput as mt
+    from bench.throughput.workload import MODES
+    from qlora_grpo.tiny import ARCHS
+
+    text = SCRIPT.read_text()
+    default = re.search(r'FAMILIES=\$\{GPU_CHECK_FAMILIES-([^}]*)\}', text).group(1).split()
+    assert set(default) == {"qwen3-vl-2b", "medgemma-4b"} and all(m in ARCHS for m in default)
+    line = next(x for x in text.replace("\\\n", " ").splitlines() if "--out \"$OUT/bench-families\"" in x)
+    modes = line.split("--modes", 1)[1].split("--warmup-steps")[0].split()
+    assert modes == ["qlora-hf", "qlora-unsloth"] and all(m in MODES for m in modes)
+    args = mt.parse_args(["--models", *default, "--modes", *modes, "--no-fit", "--measured-steps", "2"])
+    assert args.models == default and args.modes == modes
