@@ -50,15 +50,19 @@ def test_two_process_training_on_cpu(tiny_model, sample_prepared, tmp_path):
 
 @pytest.mark.slow
 def test_two_process_training_resumes_on_every_rank(tiny_model, sample_prepared, tmp_path):
-    """A finished 2-step run continued to 3 steps: both ranks pick the same checkpoint, rank 1 takes no lock.
+    """A run stopped after checkpoint-2 (before its final adapter) continued to 3 steps: both ranks pick the same
+    checkpoint, rank 1 takes no lock. (A finished run refuses a new max_steps: tests/qlora_grpo/test_run_identity.py.)
     (transformers loads the optimizer with map_location=cpu:0 on multi-process CPU runs, which torch.load
     rejects; cpu_compat.fix_multiprocess_cpu_resume maps it to "cpu".)"""
     config = tiny_grpo_config(tmp_path, tiny_model, sample_prepared)
     out = tmp_path / "ddp"
     assert launch(config, out).returncode == 0
+    for name in ("adapter_config.json", "adapter_model.safetensors"):  # as if killed before the final save
+        (out / name).unlink()
     proc = launch(config, out, "--max_steps", "3")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert f"resuming from {out}/checkpoint-2" in proc.stdout
+    assert proc.stdout.count("continuing the unfinished run") == 1  # rank 0 only
     state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
     assert state["global_step"] == 3
     assert [h["step"] for h in state["log_history"] if "loss" in h] == [1, 2, 3]
