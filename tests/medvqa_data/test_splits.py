@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from medvqa_data.errors import DataError
 from medvqa_data.prepare import prepare
 from medvqa_data.schema import load_prepared
-from medvqa_data.splits import load_manifest, read_manifest, split_by, write_manifests
+from medvqa_data.splits import image_groups, image_overlap, load_manifest, read_manifest, split_by, write_manifests
 from tests.medvqa_data.test_sources import CANONICAL, QTYPES, build_omnimedvqa
 
 
@@ -116,6 +116,48 @@ def test_expected_test_ids_for_a_fixed_seed():
 #   PYTHONPATH=. python -c "from tests.medvqa_data.test_splits import make_rows; from medvqa_data.splits import split_by; \
 #   print(split_by(make_rows({'MRI': 7, 'CT': 11, 'AAA': 5}), 'modality', 0.2, seed=42)[1])"
 EXPECTED_TEST_SEED42 = [1, 11, 14, 18]
+
+
+def test_a_group_that_would_overshoot_the_target_stays_in_train():
+    """Three 3-question images at 45 %: target round(4.05) = 4 rows. One image (3) is closer to 4 than two
+    (6), whatever the shuffle: test gets exactly one image."""
+    rows = make_rows({"CT": 9})
+    for seed in range(5):
+        train, test = split_by(rows, "modality", 0.45, seed, groups=["a"] * 3 + ["b"] * 3 + ["c"] * 3)
+        assert len(test) == 3 and test in ([0, 1, 2], [3, 4, 5], [6, 7, 8]), (seed, test)
+
+
+def test_groups_all_larger_than_the_target_still_give_test_one_group():
+    """Two 3-question images at 20 %: target 1 row, no image fits it, yet test must not be empty; the image
+    taken is the first of the stratum's seeded shuffle (pinned for seeds 42 and 7)."""
+    rows, groups = make_rows({"CT": 6}), ["a"] * 3 + ["b"] * 3
+    assert split_by(rows, "modality", 0.2, 42, groups=groups) == ([0, 1, 2], [3, 4, 5])
+    assert split_by(rows, "modality", 0.2, 7, groups=groups) == ([3, 4, 5], [0, 1, 2])
+
+
+def test_image_groups_join_transitively_and_keep_other_groups_apart():
+    rows = [{"image": "c.png", "_group": "b"}, {"image": "d.png", "_group": "a"},
+            {"image": "c.png", "_group": "a"},  # joins b's and a's groups: c -> b -> a, a two-step chain
+            {"image": "e.png"}, {"image": "f.png", "_group": "case-1"}, {"image": "g.png", "_group": "case-2"},
+            {"image": "h.png", "_group": "case-1"}]
+    keys = image_groups(rows)
+    assert keys[0] == keys[1] == keys[2]
+    assert keys[4] == keys[6]
+    # one key per group: e alone, case-1 and case-2 (similar names) apart
+    assert len({keys[0], keys[3], keys[4], keys[5]}) == 4
+    assert image_groups(rows[::-1])[::-1] == keys  # the key does not depend on the row order
+
+
+def test_image_overlap_over_three_splits():
+    row = lambda image: {"image": image}  # noqa: E731
+    shared = [f"s{i}.png" for i in range(7)]
+    report = image_overlap({"train": [row(x) for x in ["t.png", "v.png", *shared]],
+                            "validation": [row("v.png"), row("v.png")],
+                            "test": [row(x) for x in ["x.png", *shared]]})
+    assert report["images"] == {"train": 9, "validation": 1, "test": 8}
+    assert report["overlap"] == 8  # v.png (train/validation) and the 7 shared with test
+    assert report["overlap_examples"] == ["s0.png", "s1.png", "s2.png", "s3.png", "s4.png"]
+    assert image_overlap({"train": [row("a")], "validation": [row("a")], "test": [row("b")]})["overlap"] == 1
 
 
 def test_split_by_edges():
