@@ -159,15 +159,14 @@ def markdown_report(metrics: dict, title: str = "Evaluation", figure: str | None
         bad = metrics["skipped_images"]
         lines += [f"## Skipped rows: image cannot be read ({len(bad)}, not scored)", "",
                   "Re-run `python -m medvqa_data.prepare` to rebuild the dataset (it checks every image).", ""]
-        lines += [f"- {b['id']}: {b['image']}: {b['reason']}" for b in bad[:50]]
-        if len(bad) > 50:
-            lines.append(f"- ... and {len(bad) - 50} more")
-        lines.append("")
+        lines += _first_50([f"- {b['id']}: {b['image']}: {b['reason']}" for b in bad])
     if metrics.get("malformed_lines"):
-        bad = metrics["malformed_lines"]
         lines += ["## Malformed prediction lines (not scored)", ""]
-        lines += [f"- line {b['line']}: {b['error']}" for b in bad[:50]]
-        if len(bad) > 50:
-            lines.append(f"- ... and {len(bad) - 50} more")
-        lines.append("")
+        lines += _first_50([f"- line {b['line']}: {b['error']}" for b in metrics["malformed_lines"]])
     return "\n".join(lines)
+
+
+def _first_50(items: list[str]) -> list[str]:
+    """A markdown list of at most 50 items, then how many more, then a blank line."""
+    more = [f"- ... and {len(items) - 50} more"] if len(items) > 50 else []
+    return items[:50] + more + [""]

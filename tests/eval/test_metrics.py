@@ -136,6 +136,21 @@ def test_markdown_report_caps_malformed_lines_at_50(n_bad, shown, more):
         assert f"- ... and {more} more" in md
 
 
+@pytest.mark.parametrize("n_bad,more", [(50, None), (52, 2)])
+def test_markdown_report_lists_skipped_images_capped_at_50(n_bad, more):
+    m = compute_metrics(RECORDS)
+    assert "Skipped rows" not in markdown_report(m)
+    m["skipped_images"] = [{"id": f"q{n}", "image": f"img{n}.png", "reason": "truncated PNG"}
+                           for n in range(1, n_bad + 1)]
+    md = markdown_report(m)
+    listed = [f"- q{n}: img{n}.png: truncated PNG" for n in range(1, 51)]
+    section = [f"## Skipped rows: image cannot be read ({n_bad}, not scored)", "",
+               "Re-run `python -m medvqa_data.prepare` to rebuild the dataset (it checks every image).", "",
+               *listed, *([f"- ... and {more} more"] if more else []), ""]
+    assert md.endswith("\n".join(section))
+    assert md.startswith("# Evaluation\n") and "**Accuracy (closed questions)" in md
+
+
 REPORT_X = """# Run X
 
 Template `think`, mode `paper` (parser `paper-eval`).

@@ -13,7 +13,14 @@ from hypothesis import strategies as st
 from medvqa_data.errors import DataError
 from medvqa_data.prepare import prepare
 from medvqa_data.schema import load_prepared
-from medvqa_data.splits import image_groups, image_overlap, load_manifest, read_manifest, split_by, write_manifests
+from medvqa_data.splits import (
+    image_groups,
+    image_overlap,
+    load_manifest,
+    read_manifest,
+    split_by,
+    write_manifests,
+)
 from tests.medvqa_data.test_sources import CANONICAL, QTYPES, build_omnimedvqa
 
 
