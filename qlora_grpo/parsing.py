@@ -250,9 +250,9 @@ def format_ok_paper(text: str, template: str) -> bool:
     ``zero-shot`` has no format: any text that is not blank passes.
     """
     if template == "think":
-        return _fullmatch_pair(text, _OPEN_THINK, _CLOSE_THINK, _OPEN_ANSWER, _CLOSE_ANSWER)
+        return _fullmatch_pair(text, _OPEN_THINK, _CLOSE_THINK, _CLOSE_ANSWER)
     if template == "think-after":
-        return _fullmatch_pair(text, _OPEN_ANSWER, _CLOSE_ANSWER, _OPEN_THINK, _CLOSE_THINK)
+        return _fullmatch_pair(text, _OPEN_ANSWER, _CLOSE_ANSWER, _CLOSE_THINK)
     if template == "no-think":
         q = _WS_RE.match(text).end()
         return (
@@ -265,8 +265,9 @@ def format_ok_paper(text: str, template: str) -> bool:
     raise ValueError(f"unknown template {template!r}")
 
 
-def _fullmatch_pair(text: str, o1: str, c1: str, o2: str, c2: str) -> bool:
-    """Linear equivalent of ``fullmatch(o1 .*? c1 \\s* o2 .*? c2, DOTALL)``.
+def _fullmatch_pair(text: str, o1: str, c1: str, c2: str) -> bool:
+    """Linear equivalent of ``fullmatch(o1 .*? c1 \\s* o2 .*? c2, DOTALL)``, where ``o2`` is the tag that
+    ``_JOIN_RE[c1]`` expects after ``c1``.
 
     The text must start with ``o1`` and end with ``c2``; the earliest ``c1\\s*o2`` after
     ``o1`` leaves the most room for the final ``c2``, so it is the only one to check.

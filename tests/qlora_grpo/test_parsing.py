@@ -544,3 +544,85 @@ def test_choice_length_limit():
     text = "B) " + "m" * (MAX_CHOICE_CHARS - 3)
     assert len(text) == MAX_CHOICE_CHARS and match_choice(text, OPTS) == "B"
     assert match_choice(text + "m", OPTS) is None
+
+
+# ----------------------------------------------------------------------------- edges found by mutation testing
+
+
+@pytest.mark.parametrize("text,template,error", [
+    ("<think>r</think>", "think", "no <answer> block"),
+    ("<answer>A</answer>", "think", "expected <think>, <answer> blocks, got <answer>"),
+    ("<answer>A</answer><think>r</think>", "think", "expected <think>, <answer> blocks, got <answer>, <think>"),
+    ("x<think>r</think><answer>A</answer>", "think", "text outside tags"),  # at the very first character
+    ("<think>r</think><answer>A</answer>y", "think", "text outside tags"),
+    ("<think>r</think><answer> </answer>", "think", "empty answer"),
+    ("<think><answer>A</answer></think>", "think", "nested tags"),
+    ("<think>r</answer>", "think", "nested tags"),
+    ("<think>r</think></answer>", "think", "stray </answer>"),
+    ("<think>r", "think", "unclosed <think>"),
+    ("   ", "zero-shot", "empty answer"),
+])
+def test_default_mode_error_reasons(text, template, error):
+    parsed = parse_completion(text, template)
+    assert parsed.error == error and not parsed.format_ok
+
+
+def test_the_tag_limit_is_16():
+    sixteen = "<think>r</think>" * 7 + "<answer>A</answer>"  # 16 tags: the 17th is one too many
+    assert parse_completion(sixteen, "think").error == "7 <think> blocks"
+    assert parse_completion(sixteen + "<think>", "think").error == "more than 16 tags"
+
+
+def test_paper_mode_error_reasons_and_reasoning():
+    assert parse_completion("plain B", "think", "paper").error == "no <answer> block (Med-R1 compares the whole text)"
+    raw = parse_completion("plain B", "zero-shot", "paper-eval")
+    assert (raw.answer, raw.error) == ("plain B", "no <answer> block (Med-R1 eval compares the raw output)")
+    # a </think> without an opening <think> is no reasoning
+    assert parse_completion("because</think><answer>A</answer>", "think", "paper").reasoning is None
+    assert parse_completion("<think> because </think><answer>A</answer>", "think", "paper").reasoning == "because"
+    # huge texts (their own cache) keep their mode
+    huge = "x" * 70_000
+    assert parse_completion(huge, "think", "paper").error == "no <answer> block (Med-R1 compares the whole text)"
+    assert parse_completion(huge, "think", "paper-eval").error == "no <answer>\\s*(\\w+)\\s*</answer> match"
+
+
+def test_unknown_template_and_mode_name_the_valid_ones():
+    with pytest.raises(ValueError, match=re.escape("unknown template 'cot'; valid: think, think-after, no-think, "
+                                                   "zero-shot")):
+        parse_completion("x", "cot")
+    with pytest.raises(ValueError, match=re.escape("unknown mode 'exact'; valid: default, paper, paper-eval")):
+        parse_completion("x", "think", "exact")
+
+
+def test_completion_text_message_forms():
+    assert completion_text([{"content": "a"}, {"content": [{"type": "text", "text": "b"}]}]) == "ab"  # no roles
+    assert completion_text([{"role": "user", "content": "q"}]) == ""  # roles but no assistant
+    assert completion_text([{"role": "user", "content": "q"}, {"role": "assistant", "content": "x"},
+                            {"role": "assistant", "content": "y"}]) == "xy"
+    with pytest.raises(TypeError, match="^conversational completion must be a list of message dicts$"):
+        completion_text([{"role": "assistant", "content": "x"}, "y"])
+    with pytest.raises(TypeError, match="^unsupported completion type: int$"):
+        completion_text(3)
+    parsed = parse_completion([{"role": "assistant", "content": think("B")}], "think")
+    assert (parsed.answer, parsed.format_ok) == ("B", True)
+
+
+@pytest.mark.parametrize("char", ["\u200b", "\ue000", "\ud800", "\u0378", "\x07"])  # Cf, Co, Cs, Cn, Cc
+def test_an_answer_with_an_invisible_or_control_character_is_refused(char):
+    assert match_choice(f"A) MRI{char}", ["MRI", "CT"]) is None
+    assert match_choice(f"{char}B", ["MRI", "CT"]) is None
+    assert match_choice("A) MRI\t", ["MRI", "CT"]) == "A"  # whitespace controls are only spacing
+
+
+def test_answer_length_limit_counts_the_stripped_answer():
+    limit = 1000
+    assert match_choice("A" + " " * (limit + 200), ["MRI", "CT"]) == "A"
+    at_limit = "A) " + "x" * (limit - 3)
+    assert match_choice(" " + at_limit + " ", ["MRI", "CT"]) == "A"
+    assert match_choice(" " + at_limit + "x ", ["MRI", "CT"]) is None
+
+
+def test_missing_options_and_letters_that_are_not_options():
+    assert match_choice("None", ["MRI", None]) is None  # a missing option matches nothing
+    assert match_choice("A) head CT or E", ["CT", "US"]) == "A"  # E is no option: no hedge
+    assert match_choice("A) a mass (A) on the left", ["CT", "US"]) == "A"  # naming A again is no hedge
