@@ -136,7 +136,7 @@ def test_markdown_report_caps_malformed_lines_at_50(n_bad, shown, more):
         assert f"- ... and {more} more" in md
 
 
-@pytest.mark.parametrize("n_bad,more", [(50, None), (52, 2)])
+@pytest.mark.parametrize("n_bad,more", [(50, None), (51, 1), (52, 2)])
 def test_markdown_report_lists_skipped_images_capped_at_50(n_bad, more):
     m = compute_metrics(RECORDS)
     assert "Skipped rows" not in markdown_report(m)

@@ -3,6 +3,8 @@ safety wrapper and the command line."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -306,15 +308,17 @@ def test_all_rewards_survive_strange_completions() -> None:
 
 
 def run_cli(tmp_path: Path, lines: list, *args: str) -> subprocess.CompletedProcess:
+    """`python -m qlora_grpo.rewards --input IN.jsonl ARGS`, run in this process (so mutation testing sees
+    it); `test_cli_missing_file_and_bad_reward` runs the real `-m` entry."""
+    from qlora_grpo.rewards import main
+
     path = tmp_path / "in.jsonl"
     path.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n")
-    return subprocess.run(
-        [sys.executable, "-m", "qlora_grpo.rewards", "--input", str(path), *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-    )
+    argv = ["--input", str(path), *args]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
 def test_cli_scores_lines(tmp_path: Path) -> None:
@@ -384,3 +388,70 @@ def test_cli_missing_file_and_bad_reward(tmp_path: Path) -> None:
     assert res.stderr.startswith("error:") and len(res.stderr.strip().splitlines()) == 1
     res = run_cli(tmp_path, [], "--template", "think", "--rewards", "format,style")
     assert res.returncode == 2 and "valid names" in res.stderr
+
+
+def test_cli_names_each_bad_line_and_what_is_wrong(tmp_path: Path) -> None:
+    ok = {"completion": "<answer>B</answer>", "answer": "B", "options": OPTS}
+    lines = [
+        "[1, 2]",
+        {"answer": "B"},
+        {**ok, "completion": 3},
+        {**ok, "answer": None},
+        {**ok, "options": ["CT", 2]},
+        {**ok, "options": "CT"},
+        {**ok, "answer_type": "yesno"},
+        {**ok, "question": 5},
+        {**ok, "answer": "PET"},
+        {**ok, "answer": "E"},  # a letter past the last option is no letter, and no option's text
+        "{broken",
+    ]
+    res = run_cli(tmp_path, lines, "--template", "no-think")
+    assert res.returncode == 1 and res.stdout == ""
+    assert res.stderr.splitlines()[:10] == [
+        "error: line 1: line is not a JSON object",
+        "error: line 2: missing 'completion'",
+        "error: line 3: 'completion' must be a string or a conversational list",
+        "error: line 4: missing or non-string 'answer'",
+        "error: line 5: 'options' must be a list of strings",
+        "error: line 6: 'options' must be a list of strings",
+        "error: line 7: 'answer_type' must be 'open' or 'closed'",
+        "error: line 8: 'question' must be a string",
+        "error: line 9: answer 'PET' is neither an option letter nor exactly one option's text",
+        "error: line 10: answer 'E' is neither an option letter nor exactly one option's text",
+    ]
+    assert res.stderr.splitlines()[10].startswith("error: line 11: ") and len(res.stderr.splitlines()) == 11
+
+
+def test_cli_rows_derive_the_gold_letter_and_answer_type(tmp_path: Path) -> None:
+    # accuracy 1.0 only when the derived gold letter is the one the completion names
+    cases = [
+        ({"answer": " d ", "options": OPTS}, "D", 1.0),  # a lower-case letter with spaces
+        ({"answer": "x-ray", "options": OPTS}, "C", 1.0),  # an option's text, normalized
+        ({"answer": "X-RAY", "options": OPTS, "answer_type": "CLOSED"}, "C", 1.0),
+        ({"answer": "B", "options": OPTS, "answer_type": "Open"}, "B", 1.0),  # open: the text is the answer
+        ({"answer": "left lung", "options": []}, "left lung", 1.0),  # no options: open
+        ({"answer": "D", "options": ["CT", "MRI", "X-ray"]}, "C", 0.0),  # 'D' is no letter of 3 options
+    ]
+    lines = [{"completion": f"<answer>{said}</answer>", **row} for row, said, _ in cases]
+    res = run_cli(tmp_path, lines[:-1], "--template", "no-think", "--rewards", "accuracy")
+    assert res.returncode == 0, res.stderr
+    assert [json.loads(x)["accuracy"] for x in res.stdout.splitlines()] == [c[2] for c in cases[:-1]]
+    res = run_cli(tmp_path, lines[-1:], "--template", "no-think", "--rewards", "accuracy")
+    assert res.returncode == 1 and "answer 'D' is neither an option letter" in res.stderr
+    # the question reaches the rewards (reasoning reads it): same scores with and without one
+    res = run_cli(tmp_path, [{**lines[0], "question": "Which modality?"}], "--template", "no-think")
+    assert res.returncode == 0 and json.loads(res.stdout) == {"format": 1.0, "accuracy": 1.0}
+
+
+def test_cli_length_and_open_metric_options(tmp_path: Path) -> None:
+    words = " ".join(["w"] * 200)  # with "lower" and "lung</answer>": 202 whitespace-separated words
+    line = {"completion": f"<think>{words}</think><answer>left lower lung</answer>", "answer": "left lung",
+            "answer_type": "open"}
+    run = lambda *a: json.loads(run_cli(tmp_path, [line], "--template", "think", *a).stdout)  # noqa: E731
+    # defaults: max_len 256, buffer 64: the penalty starts after 192 words: -(202 - 192) / 64
+    assert run("--rewards", "length") == {"length": -0.15625}
+    assert run("--rewards", "length", "--max-len", "220", "--buffer", "40") == {"length": -0.55}
+    assert run("--rewards", "length", "--max-len", "300") == {"length": 0.0}
+    # open answers: token F1 by default (2 * 2/3 * 1 / (2/3 + 1) = 0.8), exact match on request
+    assert run("--rewards", "accuracy") == {"accuracy": 0.8}
+    assert run("--rewards", "accuracy", "--open-metric", "exact") == {"accuracy": 0.0}
