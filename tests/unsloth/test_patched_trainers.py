@@ -112,8 +112,9 @@ def test_eval_pads_left_after_unsloths_trainer_set_right(grpo_trainer, tmp_path)
              "options": ["CT", "MRI", "X-Ray"], "image": str(img)}]
     masks = []
 
-    class Rec:
+    class Rec:  # records the attention mask; carries the model's config (the resize rule is read from it)
         device = torch.device("cpu")
+        config = trainer.model.config
 
         def generate(self, input_ids, attention_mask, **kw):
             masks.append(attention_mask)
