@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import subprocess
 import sys
 import warnings
@@ -455,3 +456,162 @@ def test_cli_length_and_open_metric_options(tmp_path: Path) -> None:
     # open answers: token F1 by default (2 * 2/3 * 1 / (2/3 + 1) = 0.8), exact match on request
     assert run("--rewards", "accuracy") == {"accuracy": 0.8}
     assert run("--rewards", "accuracy", "--open-metric", "exact") == {"accuracy": 0.0}
+
+
+# ----------------------------------------------------------------------------- exact values and limits
+# (cases found by mutation testing: each pins a number or a bound the hand-written cases above left free)
+
+
+def sub(reasoning: str, question: str | None = None, options: list | None = None, answer: str = "A", **kw) -> dict:
+    return reasoning_subscores(f"<think>{reasoning}</think><answer>{answer}</answer>", question, options, None,
+                               "think", **kw)
+
+
+def test_reasoning_subscores_exact_values_with_the_defaults() -> None:
+    s = sub("x y x y x y x y")  # 8 words < 15; 3-grams: 6, of which 2 distinct
+    assert s == pytest.approx({"present": 1.0, "length": 8 / 15, "repetition": 2 / 6, "copy": 1.0,
+                               "consistency": 1.0, "total": (8 / 15 + 2 / 6 + 1.0) / 3})
+    assert sub("x y")["repetition"] == 1.0 and sub("x y")["length"] == pytest.approx(2 / 15)  # no 3-gram at all
+    assert sub("x y z")["repetition"] == 1.0  # exactly one 3-gram
+    words = " ".join(f"w{k}" for k in range(151))
+    assert sub(words)["length"] == pytest.approx(2 - 151 / 150)  # over max_words: linear decay
+    assert sub(" ".join(f"w{k}" for k in range(150)))["length"] == 1.0
+    assert sub(" ".join(f"w{k}" for k in range(15)))["length"] == 1.0
+    # copying the question: 3 words, all one 3-gram of the question -> copy 0 (over the 25 % tolerance)
+    assert sub("x y z", question="which organ is x y z here")["copy"] == 0.0
+    # half of 4 3-grams copied: 1 - (0.5 - 0.25) / 0.75
+    assert sub("a b c d e f", question="a b c d")["copy"] == pytest.approx(1 - 0.25 / 0.75)
+    assert sub("a b c d e f", question="q r s")["copy"] == 1.0
+
+
+def test_reasoning_subscores_limits_and_options() -> None:
+    assert sub("", min_words=1)["length"] == 0.0 and sub("", min_words=1)["total"] == 0.0
+    # more than 20,000 characters (or 16 per max_words word, if more): length 0, words read up to the cap
+    assert sub("x" * 20_000)["length"] == pytest.approx(1 / 15)
+    assert sub("x" * 20_001)["length"] == 0.0
+    assert sub("x" * 20_001, max_words=1300)["length"] == pytest.approx(1 / 15)  # cap 16 * 1300 = 20,800
+    assert sub("x" * 20_801, max_words=1300)["length"] == 0.0
+    assert sub("w " * 10_001)["repetition"] == pytest.approx(1 / 9998)  # 10,000 words inside the cap
+    # copy n-grams of another size than the repetition n-grams: 2-grams ab bc cd of 5 -> 0.6 copied
+    assert sub("a b c d e f", question="a b c d", copy_n=2)["copy"] == pytest.approx(1 - 0.35 / 0.75)
+    # weights: a weighted mean of length, repetition and copy
+    s = sub("x y x y x y x y", weights=(2.0, 1.0, 0.0))
+    assert s["total"] == pytest.approx((2 * 8 / 15 + 2 / 6) / 3)
+    s = sub("x y x y x y x y", weights=(0.0, 3.0, 1.0))
+    assert s["total"] == pytest.approx((3 * 2 / 6 + 1.0) / 4)
+    # consistency needs options: the conclusion says B, the answer A
+    concl = "the scan shows fluid so the answer is B"
+    assert sub(concl, options=OPTS)["consistency"] == 0.0
+    assert sub(concl, options=OPTS, contradiction_penalty=0.5)["consistency"] == 0.5
+    assert sub(concl, options=None)["consistency"] == 1.0
+
+
+def test_reasoning_reward_defaults_columns_and_logged_means() -> None:
+    reward = make_reasoning_reward("think")
+    long151 = " ".join(f"w{k}" for k in range(151))
+    texts = [f"<think>{r}</think><answer>A</answer>" for r in ("x y x y x y x y", long151, "x y z")]
+    logged: dict[str, float] = {}
+    kw = {"question": ["q", "q", "which organ is x y z here"], "options": [OPTS] * 3, "answer_letter": ["A"] * 3,
+          "answer_type": ["closed"] * 3, "log_metric": logged.__setitem__}
+    out = reward(texts, **kw)
+    expected = [(8 / 15 + 2 / 6 + 1) / 3, (2 - 151 / 150 + 1 + 1) / 3, (3 / 15 + 1 + 0) / 3]
+    assert out == pytest.approx(expected)
+    assert logged == pytest.approx({"reward_errors/reasoning": 0.0, "reasoning/present": 1.0,
+                                    "reasoning/length": (8 / 15 + 2 - 151 / 150 + 3 / 15) / 3,
+                                    "reasoning/repetition": (2 / 6 + 1 + 1) / 3, "reasoning/copy": 2 / 3,
+                                    "reasoning/consistency": 1.0})
+    assert reward(texts) == pytest.approx(expected[:2] + [(3 / 15 + 2) / 3])  # without columns: no question
+    # the factory's parameters reach the scores
+    assert make_reasoning_reward("think", min_words=2, rep_n=2)(texts[2:]) == pytest.approx([1.0])
+    # an open row (or one without a gold letter) is not checked for consistency with its options
+    concl = ["<think>the scan shows fluid so the answer is B</think><answer>A</answer>"]
+    closed = reward(concl, options=[OPTS], answer_letter=["A"], answer_type=["closed"])
+    assert closed == [0.0]
+    assert reward(concl, options=[OPTS], answer_letter=["A"], answer_type=["open"])[0] > 0
+    assert reward(concl, options=[OPTS], answer_letter=[""], answer_type=[None])[0] > 0
+
+
+@pytest.mark.parametrize("kw,message", [
+    ({"min_words": 0}, "need 0 < min_words <= max_words"),
+    ({"min_words": 151}, "need 0 < min_words <= max_words"),
+    ({"rep_n": 0}, "rep_n and copy_n must be >= 1"),
+    ({"copy_n": 0}, "rep_n and copy_n must be >= 1"),
+    ({"copy_tolerance": 1.0}, "need 0 <= copy_tolerance < 1 and 0 <= contradiction_penalty <= 1"),
+    ({"copy_tolerance": -0.1}, "need 0 <= copy_tolerance < 1 and 0 <= contradiction_penalty <= 1"),
+    ({"contradiction_penalty": 1.01}, "need 0 <= copy_tolerance < 1 and 0 <= contradiction_penalty <= 1"),
+    ({"contradiction_penalty": -0.1}, "need 0 <= copy_tolerance < 1 and 0 <= contradiction_penalty <= 1"),
+    ({"weights": (1.0, 1.0)}, "weights must be three non-negative numbers with a positive sum"),
+    ({"weights": (-1.0, 1.0, 1.0)}, "weights must be three non-negative numbers with a positive sum"),
+    ({"weights": (0.0, 0.0, 0.0)}, "weights must be three non-negative numbers with a positive sum"),
+])
+def test_reasoning_reward_refuses_bad_parameters(kw, message) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        make_reasoning_reward("think", **kw)
+
+
+def test_reasoning_reward_accepts_the_edges_of_its_parameters() -> None:
+    for kw in ({"min_words": 1, "max_words": 1}, {"min_words": 150}, {"rep_n": 1, "copy_n": 1},
+               {"copy_tolerance": 0.0}, {"copy_tolerance": 0.99}, {"contradiction_penalty": 0.0},
+               {"contradiction_penalty": 1.0}, {"weights": (0.0, 0.0, 0.5)}, {"weights": (0.0, 1.0, 0.0)}):
+        assert callable(make_reasoning_reward("think", **kw)), kw
+    for template in ("no-think", "zero-shot"):
+        with pytest.warns(UserWarning, match=f"^the reasoning reward is always 0 with template '{template}' "
+                                             r"\(no <think> block\)$"):
+            make_reasoning_reward(template)
+
+
+def test_length_reward_defaults_and_limits() -> None:
+    reward = make_length_reward("think")  # max_len 256, buffer 64: penalty from 193 tokens on
+    ids = lambda *ns: [[1] * n for n in ns]  # noqa: E731
+    assert reward(["x"] * 4, completion_ids=ids(192, 193, 224, 400)) == [0.0, -1 / 64, -0.5, -1.0]
+    assert make_length_reward("think", max_len=2, buffer=1)(["x", "x y"]) == [0.0, -1.0]
+    assert make_length_reward("think", max_len=1, buffer=1)(["x"]) == [-1.0]
+    assert make_length_reward("think", max_len=10, buffer=10)(["x"]) == [-0.1]
+    for kw in ({"max_len": 0, "buffer": 1}, {"max_len": 10, "buffer": 0}, {"max_len": 10, "buffer": 11}):
+        with pytest.raises(ValueError, match=r"^need max_len > 0 and 0 < buffer <= max_len$"):
+            make_length_reward("think", **kw)
+
+
+def test_closed_item_and_accuracy_columns() -> None:
+    from qlora_grpo.rewards import closed_item
+
+    assert closed_item(OPTS, "B", None) and closed_item(OPTS, "B", "closed") and closed_item(OPTS, "B", "CLOSED")
+    assert not closed_item(OPTS, "B", "open") and not closed_item(OPTS, "B", "Open")
+    assert not closed_item([], "B", None) and not closed_item(OPTS, "", None)
+    acc = make_accuracy_reward("think")
+    text = ["<think>r</think><answer>MRI</answer>"]
+    assert acc(text, answer=["MRI"], options=[OPTS], answer_letter=["B"], answer_type=["closed"]) == [1.0]
+    # options but marked open, or no gold letter: the text is compared with the answer text
+    assert acc(text, answer=["MRI scan"], options=[OPTS], answer_letter=["B"], answer_type=["open"]) == [
+        pytest.approx(2 / 3)]
+    assert acc(text, answer=["MRI scan"], options=[OPTS], answer_letter=[""], answer_type=[None]) == [
+        pytest.approx(2 / 3)]
+    # open questions in paper mode read Med-R1's extraction: the first <answer> on one line, not the whole text
+    paper = make_accuracy_reward("think", "paper")
+    assert paper(["<think>r</think>\n<answer>left lung</answer>"], answer=["left lung"], answer_type=["open"]) == [
+        1.0]
+
+
+def test_a_raising_reward_is_scored_0_warned_once_and_counted(monkeypatch) -> None:
+    from qlora_grpo import rewards
+
+    monkeypatch.setattr(rewards, "_WARNED", set())
+    calls = iter([ValueError("boom"), KeyError("k"), ValueError("again")])
+
+    def one(c, i, kw):
+        raise next(calls)
+
+    fn = rewards._safe_batch("custom", one)
+    before = REWARD_ERRORS["custom"]
+    logged: dict[str, float] = {}
+    with pytest.warns(RuntimeWarning) as caught:
+        assert fn(["a", "b", "c"], log_metric=logged.__setitem__) == [0.0, 0.0, 0.0]
+    assert REWARD_ERRORS["custom"] - before == 3 and logged == {"reward_errors/custom": 3.0}
+    assert [str(w.message) for w in caught] == [
+        "reward 'custom' raised ValueError: boom on one completion; it was scored 0.0 (further ValueError "
+        "errors of this reward are only counted in REWARD_ERRORS)",
+        "reward 'custom' raised KeyError: 'k' on one completion; it was scored 0.0 (further KeyError "
+        "errors of this reward are only counted in REWARD_ERRORS)"]
+    assert fn([], log_metric=logged.__setitem__) == [] and logged == {"reward_errors/custom": 0.0}
+    inf = rewards._safe_batch("custom", lambda c, i, kw: float("inf"))
+    assert inf(["a"]) == [0.0]
