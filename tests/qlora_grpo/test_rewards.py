@@ -426,10 +426,11 @@ def test_cli_names_each_bad_line_and_what_is_wrong(tmp_path: Path) -> None:
 def test_cli_rows_derive_the_gold_letter_and_answer_type(tmp_path: Path) -> None:
     # accuracy 1.0 only when the derived gold letter is the one the completion names
     cases = [
-        ({"answer": " d ", "options": OPTS}, "D", 1.0),  # a lower-case letter with spaces
+        ({"answer": " d ", "options": OPTS}, "Ultrasound", 1.0),  # a lower-case letter with spaces
         ({"answer": "x-ray", "options": OPTS}, "C", 1.0),  # an option's text, normalized
         ({"answer": "X-RAY", "options": OPTS, "answer_type": "CLOSED"}, "C", 1.0),
         ({"answer": "B", "options": OPTS, "answer_type": "Open"}, "B", 1.0),  # open: the text is the answer
+        ({"answer": "MRI", "options": OPTS, "answer_type": "open"}, "B", 0.0),  # ... not the letter
         ({"answer": "left lung", "options": []}, "left lung", 1.0),  # no options: open
         ({"answer": "D", "options": ["CT", "MRI", "X-ray"]}, "C", 0.0),  # 'D' is no letter of 3 options
     ]
@@ -439,9 +440,13 @@ def test_cli_rows_derive_the_gold_letter_and_answer_type(tmp_path: Path) -> None
     assert [json.loads(x)["accuracy"] for x in res.stdout.splitlines()] == [c[2] for c in cases[:-1]]
     res = run_cli(tmp_path, lines[-1:], "--template", "no-think", "--rewards", "accuracy")
     assert res.returncode == 1 and "answer 'D' is neither an option letter" in res.stderr
-    # the question reaches the rewards (reasoning reads it): same scores with and without one
-    res = run_cli(tmp_path, [{**lines[0], "question": "Which modality?"}], "--template", "no-think")
-    assert res.returncode == 0 and json.loads(res.stdout) == {"format": 1.0, "accuracy": 1.0}
+    # the question reaches the reasoning reward: copying it lowers the copy term
+    copied = {"completion": "<think>which organ is shown here</think><answer>B</answer>", "answer": "B",
+              "options": OPTS}
+    scores = [json.loads(run_cli(tmp_path, [row], "--template", "think", "--rewards", "reasoning").stdout)
+              for row in (copied, {**copied, "question": "Which organ is shown here?"})]
+    assert scores[0]["reasoning"] == pytest.approx((5 / 15 + 1 + 1) / 3)
+    assert scores[1]["reasoning"] == pytest.approx((5 / 15 + 1 + 0) / 3)
 
 
 def test_cli_length_and_open_metric_options(tmp_path: Path) -> None:
@@ -615,3 +620,46 @@ def test_a_raising_reward_is_scored_0_warned_once_and_counted(monkeypatch) -> No
     assert fn([], log_metric=logged.__setitem__) == [] and logged == {"reward_errors/custom": 0.0}
     inf = rewards._safe_batch("custom", lambda c, i, kw: float("inf"))
     assert inf(["a"]) == [0.0]
+
+
+def test_cli_usage_help_and_choices(capsys) -> None:
+    from qlora_grpo.rewards import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--help"])
+    assert stop.value.code == 0
+    help_text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines by terminal width
+    for part in ("usage: python -m qlora_grpo.rewards", "Score completions (JSONL).",
+                 "--template {think,think-after,no-think,zero-shot}", "--mode {default,paper,paper-eval}",
+                 "JSONL file: completion, answer[, options, answer_type, question]",
+                 "comma-separated, from: format, accuracy, reasoning, length", "--open-metric {f1,exact}",
+                 "length reward: max completion length", "length reward: penalty ramp width"):
+        assert part in help_text, part
+    for argv, message in ((["--input", "x"], "the following arguments are required: --template"),
+                          (["--template", "think"], "the following arguments are required: --input"),
+                          (["--template", "cot", "--input", "x"], "argument --template: invalid choice: 'cot'"),
+                          (["--template", "think", "--mode", "exact", "--input", "x"],
+                           "argument --mode: invalid choice: 'exact'"),
+                          (["--template", "think", "--open-metric", "F1", "--input", "x"],
+                           "argument --open-metric: invalid choice: 'F1'")):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        assert stop.value.code == 2 and message in capsys.readouterr().err, argv
+
+
+def test_cli_a_raising_reward_fails_the_run_but_scores_the_rest(tmp_path: Path, monkeypatch) -> None:
+    from qlora_grpo import rewards
+
+    def broken(template, mode="default", **kw):
+        def length(completions, **kwargs):
+            REWARD_ERRORS["length"] += 1  # what _safe_batch does when a completion raises
+            return [0.0] * len(completions)
+        return length
+
+    monkeypatch.setitem(rewards.REWARDS, "length", broken)
+    ok = {"completion": "<answer>B</answer>", "answer": "B", "options": OPTS}
+    res = run_cli(tmp_path, [ok, ok], "--template", "no-think", "--rewards", "accuracy,length")
+    assert res.returncode == 1
+    assert res.stderr.splitlines() == ["error: line 1: a reward raised; scored 0.0",
+                                       "error: line 2: a reward raised; scored 0.0"]
+    assert [json.loads(x) for x in res.stdout.splitlines()] == [{"accuracy": 1.0, "length": 0.0}] * 2
