@@ -663,3 +663,23 @@ def test_cli_a_raising_reward_fails_the_run_but_scores_the_rest(tmp_path: Path, 
     assert res.stderr.splitlines() == ["error: line 1: a reward raised; scored 0.0",
                                        "error: line 2: a reward raised; scored 0.0"]
     assert [json.loads(x) for x in res.stdout.splitlines()] == [{"accuracy": 1.0, "length": 0.0}] * 2
+
+
+@pytest.mark.parametrize("reasoning,answer,consistency", [
+    ("answer is B", "A", 0.0),  # a cue at the very start, no sentence end after it
+    ("answer is B", "B", 1.0),
+    ("the answer is C. then the answer is B", "B", 1.0),  # the last cue counts
+    ("answer is C. the answer is B. zanswer is D", "B", 1.0),  # 'zanswer' is no cue: the one before it is
+    ("answer is B. zanswer is C", "A", 0.0),
+    ("(B)", "A", 1.0),  # no cue at all: nothing to contradict
+    ("no clear answer here", "A", 1.0),  # 'answer' without 'is', '=' or ':' is no cue
+    ("this option is B", "A", 1.0),  # 'option is' needs correct/best/right/final before it
+    ("the correct option is B", "A", 0.0),
+    ("I choose B", "A", 0.0),  # first person at the very start
+    ("so i" + " " * 22 + "choose B", "A", 0.0),  # the first person within 24 characters of the cue
+    ("so i" + " " * 23 + "choose B", "A", 1.0),
+    ("the answer is B. Or C", "A", 0.0),  # the conclusion ends at its sentence: B, not the hedge 'B. or C'
+    ("the answer is B; or maybe C", "A", 0.0),
+])
+def test_the_concluding_statement_that_the_consistency_check_reads(reasoning, answer, consistency) -> None:
+    assert sub(reasoning, options=OPTS, answer=answer)["consistency"] == consistency
