@@ -66,7 +66,7 @@ def _pil_to_rgb(img: Image.Image) -> Image.Image:
     if mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
         mode = "RGBA"
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+    if mode in ("RGBA", "LA", "PA", "RGBa"):  # ("La" cannot come from a file, nor convert to RGBA)
         rgba = img.convert("RGBA")
         background = Image.new("RGB", rgba.size, (0, 0, 0))
         background.paste(rgba, mask=rgba.getchannel("A"))

@@ -258,3 +258,89 @@ def test_smart_resize_against_transformers_random_sizes():
         if max(height, width) / min(height, width) > 200:
             continue
         assert smart_resize(height, width, 28, 3136, 401408) == qwen.smart_resize(height, width, 28, 3136, 401408)
+
+
+# ----------------------------------------------------------------------------- edges found by mutation testing
+
+
+def test_check_without_decoding_names_each_problem(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "one.png").write_bytes(b"x")
+    (tmp_path / "dir.png").mkdir()
+    assert check_image(tmp_path / "missing.png", decode=False) == "file not found"
+    assert check_image(tmp_path / "dir.png", decode=False) == "not a regular file"
+    assert check_image(tmp_path / "empty.png", decode=False) == "empty file (0 bytes)"
+    assert check_image(tmp_path / "one.png", decode=False) is None  # not decoded: any non-empty file
+    with pytest.raises(ImageError) as err:
+        load_image(tmp_path / "dir.png")
+    assert (err.value.path, err.value.reason) == (str(tmp_path / "dir.png"), "not a regular file")
+
+
+def test_aspect_ratio_limit_is_200_to_1(tmp_path):
+    Image.new("L", (200, 1)).save(tmp_path / "ok.png")
+    Image.new("L", (1, 201)).save(tmp_path / "thin.png")
+    assert check_image(tmp_path / "ok.png") is None
+    assert check_image(tmp_path / "thin.png") == ("aspect ratio 1x201 is over 200:1 (Qwen2-VL's resize refuses it; "
+                                                  "crop or pad the image)")
+
+
+def test_pixel_limit_message_and_boundary(tmp_path, monkeypatch):
+    import medvqa_data.images as images
+
+    monkeypatch.setattr(images, "MAX_DECODE_PIXELS", 100)
+    Image.new("L", (10, 10)).save(tmp_path / "ok.png")
+    Image.new("L", (25, 5)).save(tmp_path / "big.png")
+    assert check_image(tmp_path / "ok.png") is None
+    with pytest.raises(ImageError) as err:
+        load_image(tmp_path / "big.png")
+    assert err.value.path == str(tmp_path / "big.png")
+    assert err.value.reason == "image is 25x5 = 125 pixels, over the 100-pixel limit (possible decompression bomb)"
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.ones((25, 5, 3), dtype=np.float32), np.eye(4)), tmp_path / "big.nii")
+    with pytest.raises(ImageError) as err:
+        load_image(tmp_path / "big.nii")
+    assert err.value.path == str(tmp_path / "big.nii")
+    assert err.value.reason == "image is 25x5 = 125 pixels, over the 100-pixel limit (possible decompression bomb)"
+
+
+def test_non_finite_pixels_count_as_zero_and_a_constant_image_is_black(tmp_path):
+    array = np.array([[np.nan, np.inf, -np.inf], [1.0, 2.0, 4.0]], dtype=np.float32)
+    Image.fromarray(array).save(tmp_path / "f.tif")
+    values = np.asarray(rgb(tmp_path / "f.tif"))[..., 0]
+    assert values.tolist() == [[0, 0, 0], [64, 128, 255]]  # min 0 (the non-finite ones), max 4
+    Image.fromarray(np.full((2, 3), 7, dtype=np.int32)).save(tmp_path / "const.tif")  # mode I
+    assert Image.open(tmp_path / "const.tif").mode == "I"
+    assert np.asarray(rgb(tmp_path / "const.tif")).max() == 0
+    Image.fromarray(np.array([[5, 10], [15, 25]], dtype=np.int32)).save(tmp_path / "i.tif")
+    assert np.asarray(rgb(tmp_path / "i.tif"))[..., 0].tolist() == [[0, 64], [128, 255]]
+
+
+def test_gray_with_a_transparent_value_stays_gray(tmp_path):
+    Image.new("L", (2, 1), 10).save(tmp_path / "t.png", transparency=10)
+    assert Image.open(tmp_path / "t.png").info.get("transparency") == 10
+    assert rgb(tmp_path / "t.png").getpixel((0, 0)) == (10, 10, 10)  # only palettes honour transparency
+
+
+@pytest.mark.parametrize("mode", ["LA", "PA", "RGBa"])
+def test_every_alpha_mode_is_composited_on_black(mode):
+    from medvqa_data.images import _pil_to_rgb
+
+    img = Image.new("RGBA", (2, 1))
+    img.putpixel((0, 0), (200, 200, 200, 255))
+    img.putpixel((1, 0), (200, 200, 200, 0))
+    out = _pil_to_rgb(img.convert(mode) if mode != "PA" else img.convert("P").convert("PA"))
+    assert out.mode == "RGB" and out.getpixel((1, 0)) == (0, 0, 0) and out.getpixel((0, 0))[0] > 0
+
+
+def test_4d_nifti_takes_the_first_volume(tmp_path):
+    import nibabel as nib
+
+    volume = np.zeros((4, 5, 3, 2), dtype=np.float32)
+    volume[1, 2, 1, 0] = 100.0  # middle slice, first volume
+    volume[3, 4, 1, 1] = 50.0  # middle slice, second volume: must not show up
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "v4.nii")
+    values = np.asarray(rgb(tmp_path / "v4.nii"))[..., 0]
+    assert values.sum() == 255 and values.shape == (5, 4)
+    nib.save(nib.Nifti1Image(np.arange(20, dtype=np.float32).reshape(4, 5), np.eye(4)), tmp_path / "flat.nii")
+    assert rgb(tmp_path / "flat.nii").size == (4, 5)  # a 2-D NIfTI is its own slice
