@@ -190,3 +190,127 @@ def test_json_errors_say_where(tmp_path):
     _, bad = read_predictions(src, strict=True)
     assert "cut off" in bad[0]["error"] and "column 1" not in bad[0]["error"]
     assert "at column 12" in bad[1]["error"] and '"completio' in bad[1]["error"]
+
+
+# ----------------------------------------------------------------------------- eval.scoring, unit by unit
+# (cases found by mutation testing: the CLI tests above run in a subprocess, which mutmut cannot see)
+
+
+def test_modes_and_question_kinds():
+    from eval.scoring import check_mode, parser_mode, prompt_mode, question_kind
+
+    assert [check_mode(m) for m in ("default", "paper", "paper-eval")] == ["default", "paper", "paper"]
+    assert [parser_mode(m) for m in ("default", "paper", "paper-eval")] == ["default", "paper-eval", "paper-eval"]
+    assert prompt_mode("paper-eval") == "paper" and prompt_mode("default") == "default"
+    with pytest.raises(ValueError, match=r"^unknown mode 'exact'; valid: default, paper$"):
+        check_mode("exact")
+    choice = {"options": ["CT", "MRI"], "answer_letter": "A"}
+    assert question_kind(choice) == "choice" and question_kind({**choice, "answer_type": "CLOSED"}) == "choice"
+    assert question_kind({**choice, "answer_type": " Open "}) == "open"
+    assert question_kind({**choice, "answer_letter": ""}) == "closed"
+    assert question_kind({"answer_letter": "A"}) == "closed" and question_kind({"answer_type": None}) == "closed"
+    assert question_kind({"answer_type": "OPEN"}) == "open"
+
+
+@pytest.mark.parametrize("rec,error", [
+    ([1], "not a JSON object (list)"),
+    ({}, "missing key(s) id, answer, completion"),
+    ({"id": "a", "completion": ""}, "missing key(s) answer"),
+    ({"id": None, "answer": "x", "completion": ""}, "empty id"),
+    ({"id": "  ", "answer": "x", "completion": ""}, "empty id"),
+    ({"id": 0, "answer": "x", "completion": ""}, None),
+    ({"id": "a", "answer": "x", "completion": "", "options": ["CT", 1]}, "options must be a list of strings"),
+    ({"id": "a", "answer": "x", "completion": "", "options": "CT"}, "options must be a list of strings"),
+    ({"id": "a", "answer": "x", "completion": "", "answer_type": "yes"}, "answer_type must be closed or open, got 'yes'"),
+    ({"id": "a", "answer": "x", "completion": "", "options": ["CT", "MRI"]},
+     "a multiple-choice row (with options) needs answer_letter"),
+    ({"id": "a", "answer": "x", "completion": "", "options": ["CT", "MRI"], "answer_letter": 1},
+     "a multiple-choice row (with options) needs answer_letter"),
+    ({"id": "a", "answer": "x", "completion": "", "options": ["CT", "MRI"], "answer_letter": "C"},
+     "answer_letter 'C' is not one of the 2 options"),
+    ({"id": "a", "answer": "x", "completion": "", "options": ["CT", "MRI"], "answer_letter": "@"},
+     "answer_letter '@' is not one of the 2 options"),
+    ({"id": "a", "answer": "x", "completion": "", "options": ["CT", "MRI"], "answer_letter": "AB"},
+     "answer_letter 'AB' is not one of the 2 options"),
+    ({"id": "a", "answer": "x", "completion": "", "options": ["CT", "MRI"], "answer_letter": " b "}, None),
+    ({"id": "a", "answer": "x", "completion": "", "options": ["CT", "MRI"], "answer_type": "open"}, None),
+    ({"id": "a", "answer": None, "completion": ""}, "answer is null"),
+    ({"id": "a", "answer": None, "completion": "", "options": ["CT", "MRI"], "answer_letter": "A"}, None),
+    ({"id": "a", "answer": "x", "completion": 5}, "completion: unsupported completion type: int"),
+])
+def test_validate_record_names_the_problem(rec, error):
+    from eval.scoring import validate_record
+
+    assert validate_record(rec) == error
+
+
+def test_read_predictions_reports_each_bad_line_and_reads_on(tmp_path):
+    from eval.scoring import read_predictions
+
+    assert read_predictions(tmp_path / "missing.jsonl") == ([], [])
+    ok = {"id": "a", "answer": "x", "completion": "<answer>x</answer>"}
+    lines = [json.dumps(ok), "", '{"id": "b", "answer": "x"', '{"id": "c", "answer": x}', "[1]",
+             json.dumps({"answer": "x"}), json.dumps({**ok, "id": "d", "answer": "café"}, ensure_ascii=False),
+             json.dumps(ok)]
+    path = tmp_path / "p.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    cut = "invalid JSON (Expecting ',' delimiter; the line ends before the JSON object does (cut off?))"
+    middle = "invalid JSON (Expecting value; at column 23: '\"answer\": x}')"  # 10 characters either side
+    recs, bad = read_predictions(path)
+    assert [r["id"] for r in recs] == ["a", "d", "a"] and recs[1]["answer"] == "café"
+    assert bad == [{"line": 3, "error": cut}, {"line": 4, "error": middle},
+                   {"line": 5, "error": "not a prediction record"}, {"line": 6, "error": "not a prediction record"}]
+    recs, bad = read_predictions(path, strict=True)
+    assert [r["id"] for r in recs] == ["a", "d"]
+    assert bad[2:] == [{"line": 5, "error": "not a JSON object (list)"},
+                       {"line": 6, "error": "missing key(s) id, completion"},
+                       {"line": 8, "error": "duplicate id 'a' (first on line 1)"}]
+    (tmp_path / "latin1.jsonl").write_bytes(b'{"id": "e", "answer": "caf\xe9", "completion": ""}\n')
+    assert read_predictions(tmp_path / "latin1.jsonl", strict=True)[0][0]["answer"] == "caf\ufffd"  # replaced
+
+
+def test_score_record_fields_per_kind():
+    from eval.scoring import score_record
+
+    base = {"id": "q", "modality": "CT", "question_type": "t", "dataset": "d", "extra": "not copied"}
+    rec = score_record({**base, "options": ["CT", "MRI"], "answer": "MRI", "answer_letter": "B"},
+                       "<think>r</think><answer>B</answer>", "think")
+    assert rec == {**{k: v for k, v in base.items() if k != "extra"}, "options": ["CT", "MRI"], "answer": "MRI",
+                   "answer_letter": "B", "answer_type": None, "completion": "<think>r</think><answer>B</answer>",
+                   "reasoning": "r", "parsed": "B", "correct": 1.0, "format_ok": True, "error": None}
+    rec = score_record({**base, "answer": "Yes", "answer_type": "closed", "options": None}, "<answer>yes, it is</answer>",
+                       "no-think")
+    assert (rec["options"], rec["parsed"], rec["correct"], rec["format_ok"], rec["error"]) == ([], "yes", 1.0, True, None)
+    assert "f1" not in rec and rec["reasoning"] is None
+    rec = score_record({**base, "answer": "left lung", "answer_type": "open"}, "<think>x</think><answer>lung</answer>",
+                       "think")
+    assert (rec["parsed"], rec["correct"], rec["exact"], rec["recall"]) == ("lung", 0.0, 0.0, 0.5)
+    assert rec["f1"] == pytest.approx(2 / 3) and rec["reasoning"] == "x"
+    rec = score_record({**base, "answer": "left lung", "answer_type": "open"}, "no tags", "think")
+    assert (rec["parsed"], rec["f1"], rec["recall"], rec["format_ok"]) == (None, 0.0, 0.0, False)
+    assert rec["error"] == "no <answer> block"
+    rec = score_record({**base, "answer": None, "answer_type": "open"}, "<think>x</think><answer>lung</answer>", "think")
+    assert (rec["parsed"], rec["correct"], rec["f1"]) == ("lung", 0.0, 0.0)
+    rec = score_record({**base, "answer": "left lung", "answer_type": "open"}, "<think>x</think><answer> </answer>",
+                       "think", "paper")
+    assert rec["parsed"] is None
+
+
+def test_write_outputs_records_modes_and_extra(tmp_path):
+    from eval.scoring import score_record, write_outputs
+
+    preds = [score_record({"id": "q", "options": ["CT", "MRI"], "answer": "MRI", "answer_letter": "B"},
+                          "<answer>B</answer>", "no-think", "paper")]
+    metrics = write_outputs(preds, tmp_path / "out", "no-think", "paper-eval", "My run", extra={"note": "x"},
+                            plot=False)
+    on_disk = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert on_disk == metrics
+    assert (metrics["template"], metrics["mode"], metrics["parser_mode"], metrics["note"]) == (
+        "no-think", "paper", "paper-eval", "x")
+    assert metrics["overall"]["accuracy"] == 1.0
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert report.startswith("# My run\n") and report.endswith("\n") and "accuracy.png" not in report
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["metrics.json", "report.md"]
+    write_outputs(preds, tmp_path / "plotted", "no-think", "default", "R")
+    assert "![" in (tmp_path / "plotted" / "report.md").read_text()
+    _png_ok(tmp_path / "plotted" / "accuracy.png")
