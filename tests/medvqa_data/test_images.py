@@ -344,3 +344,45 @@ def test_4d_nifti_takes_the_first_volume(tmp_path):
     assert values.sum() == 255 and values.shape == (5, 4)
     nib.save(nib.Nifti1Image(np.arange(20, dtype=np.float32).reshape(4, 5), np.eye(4)), tmp_path / "flat.nii")
     assert rgb(tmp_path / "flat.nii").size == (4, 5)  # a 2-D NIfTI is its own slice
+
+
+def test_every_decoder_error_names_the_file_and_the_reason(tmp_path):
+    Image.new("RGB", (64, 64), (9, 9, 9)).save(tmp_path / "full.png")
+    cut = (tmp_path / "full.png").read_bytes()[:60]
+    cases = {"bad.nii": "cannot decode NIfTI (", "bad.dcm": "cannot decode DICOM (", "bad.png": "cannot decode image (",
+             "bad.bin": "unknown or unsupported image format"}
+    for name, prefix in cases.items():
+        (tmp_path / name).write_bytes(cut if name == "bad.png" else b"\x00garbage, not an image at all" * 20)
+        with pytest.raises(ImageError) as err:
+            load_image(tmp_path / name)
+        assert err.value.path == str(tmp_path / name) and err.value.reason.startswith(prefix), name
+        assert "NoneType" not in err.value.reason
+    long_name = tmp_path / ("x" * 300 + ".png")  # stat fails with ENAMETOOLONG, not FileNotFoundError
+    with pytest.raises(ImageError) as err:
+        load_image(long_name)
+    assert err.value.path == str(long_name) and err.value.reason.startswith("cannot read file ([Errno 36]")
+
+
+def test_nifti_is_turned_to_the_canonical_orientation(tmp_path):
+    import nibabel as nib
+
+    volume = np.zeros((4, 5, 3), dtype=np.float32)
+    volume[0, 1, 1] = 100.0
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "ras.nii")
+    nib.save(nib.Nifti1Image(volume, np.diag([-1.0, 1.0, 1.0, 1.0])), tmp_path / "las.nii")  # x runs right->left
+    ras, las = np.asarray(rgb(tmp_path / "ras.nii")), np.asarray(rgb(tmp_path / "las.nii"))
+    assert ras.max() == 255 and np.array_equal(las, ras[:, ::-1])
+
+
+def test_smart_resize_defaults_and_aspect_limit():
+    assert smart_resize(100, 100) == (112, 112)  # factor 28 by default
+    assert smart_resize(28, 5600, min_pixels=0) == (28, 5600)  # 200:1 is allowed
+    with pytest.raises(ValueError, match=r"^absolute aspect ratio must be smaller than 200, got 201\.0$"):
+        smart_resize(28, 5628)
+    img = Image.new("RGB", (90, 60))
+    fixed = fit_pixels(img, 3136, 401408, fixed_side=56)
+    assert fixed.size == (56, 56) and fit_pixels(fixed, 0, 0, fixed_side=56) is fixed
+    assert fit_pixels(img, 3136, 401408).size == (84, 56)
+    with pytest.raises(ImageError) as err:
+        fit_pixels(Image.new("RGB", (1000, 2)), 3136, 401408)
+    assert err.value.path == "<image>"
