@@ -311,6 +311,7 @@ def test_write_outputs_records_modes_and_extra(tmp_path):
     report = (tmp_path / "out" / "report.md").read_text()
     assert report.startswith("# My run\n") and report.endswith("\n") and "accuracy.png" not in report
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["metrics.json", "report.md"]
-    write_outputs(preds, tmp_path / "plotted", "no-think", "default", "R")
-    assert "![" in (tmp_path / "plotted" / "report.md").read_text()
-    _png_ok(tmp_path / "plotted" / "accuracy.png")
+    assert (tmp_path / "out" / "metrics.json").read_text().startswith('{\n  "')  # indented for people
+    write_outputs(preds, tmp_path / "new" / "plotted", "no-think", "default", "R")  # parents are created
+    assert "](accuracy.png)" in (tmp_path / "new" / "plotted" / "report.md").read_text()
+    _png_ok(tmp_path / "new" / "plotted" / "accuracy.png")
