@@ -629,12 +629,14 @@ def test_cli_usage_help_and_choices(capsys) -> None:
         main(["--help"])
     assert stop.value.code == 0
     help_text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines by terminal width
-    for part in ("usage: python -m qlora_grpo.rewards", "Score completions (JSONL).",
+    for part in ("usage: python -m qlora_grpo.rewards", " Score completions (JSONL). options:",
                  "--template {think,think-after,no-think,zero-shot}", "--mode {default,paper,paper-eval}",
-                 "JSONL file: completion, answer[, options, answer_type, question]",
-                 "comma-separated, from: format, accuracy, reasoning, length", "--open-metric {f1,exact}",
-                 "length reward: max completion length", "length reward: penalty ramp width"):
+                 "--input INPUT JSONL file: completion, answer[, options, answer_type, question] --rewards",
+                 "comma-separated, from: format, accuracy, reasoning, length --open-metric {f1,exact}",
+                 "--max-len MAX_LEN length reward: max completion length --buffer BUFFER length reward: penalty "
+                 "ramp width"):
         assert part in help_text, part
+    assert help_text.endswith(" length reward: penalty ramp width")
     for argv, message in ((["--input", "x"], "the following arguments are required: --template"),
                           (["--template", "think"], "the following arguments are required: --input"),
                           (["--template", "cot", "--input", "x"], "argument --template: invalid choice: 'cot'"),
@@ -645,6 +647,21 @@ def test_cli_usage_help_and_choices(capsys) -> None:
         with pytest.raises(SystemExit) as stop:
             main(argv)
         assert stop.value.code == 2 and message in capsys.readouterr().err, argv
+
+
+def test_cli_input_that_cannot_be_read_is_one_error_line(tmp_path: Path, capsys) -> None:
+    from qlora_grpo.rewards import main
+
+    missing, folder = tmp_path / "nope.jsonl", tmp_path / "dir.jsonl"
+    folder.mkdir()
+    assert main(["--template", "think", "--input", str(missing)]) == 2
+    assert capsys.readouterr() == ("", f"error: input file not found: {missing}\n")
+    assert main(["--template", "think", "--input", str(folder)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"error: cannot read {folder}: [Errno 21] Is a directory") and err.count("\n") == 1
+    (tmp_path / "latin1.jsonl").write_bytes(b'{"completion": "<answer>caf\xe9</answer>", "answer": "x"}\n')
+    assert main(["--template", "no-think", "--input", str(tmp_path / "latin1.jsonl")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: cannot read {tmp_path / 'latin1.jsonl'}: 'utf-8' codec")
 
 
 def test_cli_a_raising_reward_fails_the_run_but_scores_the_rest(tmp_path: Path, monkeypatch) -> None:
