@@ -238,3 +238,33 @@ def test_lock_waits_for_nothing(tmp_path):
     with rundir.RunLock(tmp_path):
         pass
     assert time.perf_counter() - t0 < 5
+
+
+def test_disk_full_message_word_for_word(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(rundir.shutil, "disk_usage", lambda path: SimpleNamespace(free=3 * 2**30))
+    _ckpt(tmp_path, 1)
+    _ckpt(tmp_path, 2, complete=False)
+    (tmp_path / rundir.FINAL_TMP).mkdir()
+    err = rundir.disk_full_error(tmp_path, OSError(errno.ENOSPC, "No space left on device", "opt.pt"))
+    assert str(err) == (f"disk full (No space left on device) writing opt.pt while saving to {tmp_path} (3.0 GiB "
+                        "free now); the half-written checkpoint-2 was removed; the last complete checkpoint "
+                        "checkpoint-1 is intact; free some space (or lower save_total_limit) and rerun the same "
+                        "command: it resumes from checkpoint-1")
+    assert not (tmp_path / rundir.FINAL_TMP).exists()
+
+    def no_usage(path):
+        raise OSError("gone")
+
+    monkeypatch.setattr(rundir.shutil, "disk_usage", no_usage)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    err = rundir.disk_full_error(empty, OSError(errno.EDQUOT, "Disk quota exceeded"))
+    assert str(err) == (f"disk full (No space left on device) while saving to {empty} (free space unknown); no "
+                        "complete checkpoint yet; free some space (or lower save_total_limit) and rerun the same "
+                        "command")
+    for text in ("No space left on device", "StorageFull", "Disk quota exceeded"):
+        assert rundir.is_disk_full(RuntimeError(f"x {text} y"))
+    assert not rundir.is_disk_full(OSError(errno.EACCES, "Permission denied"))
+    assert not rundir.is_disk_full(RuntimeError("no room"))
