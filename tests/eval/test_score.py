@@ -7,6 +7,16 @@ import json
 import pytest
 from PIL import Image
 
+from eval.scoring import (
+    check_mode,
+    parser_mode,
+    prompt_mode,
+    question_kind,
+    read_predictions,
+    score_record,
+    validate_record,
+    write_outputs,
+)
 from tests.conftest import run_cli
 from tests.eval.conftest import HAND_RECORDS
 
@@ -183,8 +193,6 @@ def test_compare_refuses_deltas_between_different_test_sets(tmp_path):
 
 def test_json_errors_say_where(tmp_path):
     """A cut-off line says so (it used to say "at column 1", the newline after it); others name the column."""
-    from eval.scoring import read_predictions
-
     src = tmp_path / "p.jsonl"
     src.write_text('{"id": "a", "completion": "x"\n{"id": "b" "completion": "y"}\n')
     _, bad = read_predictions(src, strict=True)
@@ -197,8 +205,6 @@ def test_json_errors_say_where(tmp_path):
 
 
 def test_modes_and_question_kinds():
-    from eval.scoring import check_mode, parser_mode, prompt_mode, question_kind
-
     assert [check_mode(m) for m in ("default", "paper", "paper-eval")] == ["default", "paper", "paper"]
     assert [parser_mode(m) for m in ("default", "paper", "paper-eval")] == ["default", "paper-eval", "paper-eval"]
     assert prompt_mode("paper-eval") == "paper" and prompt_mode("default") == "default"
@@ -239,14 +245,10 @@ def test_modes_and_question_kinds():
     ({"id": "a", "answer": "x", "completion": 5}, "completion: unsupported completion type: int"),
 ])
 def test_validate_record_names_the_problem(rec, error):
-    from eval.scoring import validate_record
-
     assert validate_record(rec) == error
 
 
 def test_read_predictions_reports_each_bad_line_and_reads_on(tmp_path):
-    from eval.scoring import read_predictions
-
     assert read_predictions(tmp_path / "missing.jsonl") == ([], [])
     ok = {"id": "a", "answer": "x", "completion": "<answer>x</answer>"}
     lines = [json.dumps(ok), "", '{"id": "b", "answer": "x"', '{"id": "c", "answer": x}', "[1]",
@@ -270,8 +272,6 @@ def test_read_predictions_reports_each_bad_line_and_reads_on(tmp_path):
 
 
 def test_score_record_fields_per_kind():
-    from eval.scoring import score_record
-
     base = {"id": "q", "modality": "CT", "question_type": "t", "dataset": "d", "extra": "not copied"}
     rec = score_record({**base, "options": ["CT", "MRI"], "answer": "MRI", "answer_letter": "B"},
                        "<think>r</think><answer>B</answer>", "think")
@@ -297,8 +297,6 @@ def test_score_record_fields_per_kind():
 
 
 def test_write_outputs_records_modes_and_extra(tmp_path):
-    from eval.scoring import score_record, write_outputs
-
     preds = [score_record({"id": "q", "options": ["CT", "MRI"], "answer": "MRI", "answer_letter": "B"},
                           "<answer>B</answer>", "no-think", "paper")]
     metrics = write_outputs(preds, tmp_path / "out", "no-think", "paper-eval", "My run", extra={"note": "x"},

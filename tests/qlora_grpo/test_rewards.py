@@ -311,14 +311,12 @@ def test_all_rewards_survive_strange_completions() -> None:
 def run_cli(tmp_path: Path, lines: list, *args: str) -> subprocess.CompletedProcess:
     """`python -m qlora_grpo.rewards --input IN.jsonl ARGS`, run in this process (so mutation testing sees
     it); `test_cli_missing_file_and_bad_reward` runs the real `-m` entry."""
-    from qlora_grpo.rewards import main
-
     path = tmp_path / "in.jsonl"
     path.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n")
     argv = ["--input", str(path), *args]
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(argv)
+        code = rw.main(argv)
     return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
@@ -578,11 +576,9 @@ def test_length_reward_defaults_and_limits() -> None:
 
 
 def test_closed_item_and_accuracy_columns() -> None:
-    from qlora_grpo.rewards import closed_item
-
-    assert closed_item(OPTS, "B", None) and closed_item(OPTS, "B", "closed") and closed_item(OPTS, "B", "CLOSED")
-    assert not closed_item(OPTS, "B", "open") and not closed_item(OPTS, "B", "Open")
-    assert not closed_item([], "B", None) and not closed_item(OPTS, "", None)
+    assert rw.closed_item(OPTS, "B", None) and rw.closed_item(OPTS, "B", "closed") and rw.closed_item(OPTS, "B", "CLOSED")
+    assert not rw.closed_item(OPTS, "B", "open") and not rw.closed_item(OPTS, "B", "Open")
+    assert not rw.closed_item([], "B", None) and not rw.closed_item(OPTS, "", None)
     acc = make_accuracy_reward("think")
     text = ["<think>r</think><answer>MRI</answer>"]
     assert acc(text, answer=["MRI"], options=[OPTS], answer_letter=["B"], answer_type=["closed"]) == [1.0]
@@ -598,15 +594,13 @@ def test_closed_item_and_accuracy_columns() -> None:
 
 
 def test_a_raising_reward_is_scored_0_warned_once_and_counted(monkeypatch) -> None:
-    from qlora_grpo import rewards
-
-    monkeypatch.setattr(rewards, "_WARNED", set())
+    monkeypatch.setattr(rw, "_WARNED", set())
     calls = iter([ValueError("boom"), KeyError("k"), ValueError("again")])
 
     def one(c, i, kw):
         raise next(calls)
 
-    fn = rewards._safe_batch("custom", one)
+    fn = rw._safe_batch("custom", one)
     before = REWARD_ERRORS["custom"]
     logged: dict[str, float] = {}
     with pytest.warns(RuntimeWarning) as caught:
@@ -618,15 +612,13 @@ def test_a_raising_reward_is_scored_0_warned_once_and_counted(monkeypatch) -> No
         "reward 'custom' raised KeyError: 'k' on one completion; it was scored 0.0 (further KeyError "
         "errors of this reward are only counted in REWARD_ERRORS)"]
     assert fn([], log_metric=logged.__setitem__) == [] and logged == {"reward_errors/custom": 0.0}
-    inf = rewards._safe_batch("custom", lambda c, i, kw: float("inf"))
+    inf = rw._safe_batch("custom", lambda c, i, kw: float("inf"))
     assert inf(["a"]) == [0.0]
 
 
 def test_cli_usage_help_and_choices(capsys) -> None:
-    from qlora_grpo.rewards import main
-
     with pytest.raises(SystemExit) as stop:
-        main(["--help"])
+        rw.main(["--help"])
     assert stop.value.code == 0
     help_text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines by terminal width
     for part in ("usage: python -m qlora_grpo.rewards", " Score completions (JSONL). options:",
@@ -645,35 +637,31 @@ def test_cli_usage_help_and_choices(capsys) -> None:
                           (["--template", "think", "--open-metric", "F1", "--input", "x"],
                            "argument --open-metric: invalid choice: 'F1'")):
         with pytest.raises(SystemExit) as stop:
-            main(argv)
+            rw.main(argv)
         assert stop.value.code == 2 and message in capsys.readouterr().err, argv
 
 
 def test_cli_input_that_cannot_be_read_is_one_error_line(tmp_path: Path, capsys) -> None:
-    from qlora_grpo.rewards import main
-
     missing, folder = tmp_path / "nope.jsonl", tmp_path / "dir.jsonl"
     folder.mkdir()
-    assert main(["--template", "think", "--input", str(missing)]) == 2
+    assert rw.main(["--template", "think", "--input", str(missing)]) == 2
     assert capsys.readouterr() == ("", f"error: input file not found: {missing}\n")
-    assert main(["--template", "think", "--input", str(folder)]) == 2
+    assert rw.main(["--template", "think", "--input", str(folder)]) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.startswith(f"error: cannot read {folder}: [Errno 21] Is a directory") and err.count("\n") == 1
     (tmp_path / "latin1.jsonl").write_bytes(b'{"completion": "<answer>caf\xe9</answer>", "answer": "x"}\n')
-    assert main(["--template", "no-think", "--input", str(tmp_path / "latin1.jsonl")]) == 2
+    assert rw.main(["--template", "no-think", "--input", str(tmp_path / "latin1.jsonl")]) == 2
     assert capsys.readouterr().err.startswith(f"error: cannot read {tmp_path / 'latin1.jsonl'}: 'utf-8' codec")
 
 
 def test_cli_a_raising_reward_fails_the_run_but_scores_the_rest(tmp_path: Path, monkeypatch) -> None:
-    from qlora_grpo import rewards
-
     def broken(template, mode="default", **kw):
         def length(completions, **kwargs):
             REWARD_ERRORS["length"] += 1  # what _safe_batch does when a completion raises
             return [0.0] * len(completions)
         return length
 
-    monkeypatch.setitem(rewards.REWARDS, "length", broken)
+    monkeypatch.setitem(rw.REWARDS, "length", broken)
     ok = {"completion": "<answer>B</answer>", "answer": "B", "options": OPTS}
     res = run_cli(tmp_path, [ok, ok], "--template", "no-think", "--rewards", "accuracy,length")
     assert res.returncode == 1
