@@ -189,11 +189,15 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         raise ImageError(path, "not a regular file")
     if size == 0:
         raise ImageError(path, "empty file (0 bytes)")
-    name = path.name.lower()
-    if name.endswith(_NIFTI_SUFFIXES):
-        return _load_nifti(path)
-    if _is_dicom(path):
-        return _load_dicom(path)
+    try:
+        if path.name.lower().endswith(_NIFTI_SUFFIXES):
+            return _load_nifti(path)
+        if _is_dicom(path):
+            return _load_dicom(path)
+    except ImageError:
+        raise
+    except (ValueError, TypeError) as exc:  # decoded, but pixel data the conversion does not support
+        raise ImageError(path, f"unsupported pixel data ({type(exc).__name__}: {exc})") from exc
     return _load_pil(path)
 
 

@@ -352,16 +352,16 @@ def resolve_compute_dtype(name: str) -> str:
     return name
 
 
-def _plain(v: Any) -> Any:
+def plain(v: Any) -> Any:
     """YAML-safe copy: enums by value, containers recursively, other objects as strings."""
     import enum
 
     if isinstance(v, enum.Enum):
         return v.value
     if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
+        return [plain(x) for x in v]
     if isinstance(v, dict):
-        return {str(k): _plain(x) for k, x in v.items()}
+        return {str(k): plain(x) for k, x in v.items()}
     if isinstance(v, (str, int, float, bool, type(None))):
         return v
     return str(v)
@@ -381,5 +381,5 @@ def to_yaml(cfg) -> str:
         else:
             default = object()
         if f.name in ours or v != default:
-            out[f.name] = _plain(v)
+            out[f.name] = plain(v)
     return yaml.safe_dump(out, sort_keys=False)

@@ -390,8 +390,8 @@ def make_reasoning_reward(
     if not 0 <= copy_tolerance < 1 or not 0 <= contradiction_penalty <= 1:
         raise ValueError("need 0 <= copy_tolerance < 1 and 0 <= contradiction_penalty <= 1")
     w = tuple(float(x) for x in weights)
-    if len(w) != 3 or min(w) < 0 or sum(w) <= 0:
-        raise ValueError("weights must be three non-negative numbers with a positive sum")
+    if len(w) != 3 or not all(map(math.isfinite, w)) or min(w) < 0 or sum(w) <= 0:
+        raise ValueError("weights must be three finite non-negative numbers with a positive sum")
     if template in ("no-think", "zero-shot"):
         warnings.warn(
             f"the reasoning reward is always 0 with template {template!r} (no <think> block)",
@@ -503,7 +503,8 @@ def build_reward_funcs(
             raise ValueError(f"weight of reward {name!r} must be a number, got {weight!r}") from None
         if not math.isfinite(w):
             raise ValueError(f"weight of reward {name!r} must be finite, got {weight!r}")
-        opts = options.get(name) or {}
+        opts = options.get(name)
+        opts = {} if opts is None else opts
         if not isinstance(opts, dict):
             raise ValueError(f"options for reward {name!r} must be a mapping, got {type(opts).__name__}")
         try:

@@ -91,9 +91,10 @@ def last_complete_checkpoint(output_dir: str | Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
-def _fsync_path(path: Path, directory: bool = False) -> None:
+def _fsync_path(path: Path) -> None:
+    """fsync a file or a folder (a folder's fsync makes the renames and deletions in it durable)."""
     try:
-        fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return
     try:
@@ -111,7 +112,7 @@ def _write_atomic(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_path(path.parent, directory=True)
+    _fsync_path(path.parent)
 
 
 def mark_complete(checkpoint_dir: str | Path) -> None:
@@ -123,7 +124,7 @@ def mark_complete(checkpoint_dir: str | Path) -> None:
             _fsync_path(p)
             files[p.relative_to(ckpt).as_posix()] = p.stat().st_size
     for d in sorted({p.parent for p in ckpt.rglob("*")} | {ckpt}):
-        _fsync_path(d, directory=True)
+        _fsync_path(d)
     manifest = {"format": MANIFEST_FORMAT, "step": _step(ckpt), "files": files}
     _write_atomic(ckpt / COMPLETE, json.dumps(manifest, indent=1) + "\n")
 
@@ -134,7 +135,7 @@ def remove_checkpoint(checkpoint_dir: str | Path) -> None:
     marker = ckpt / COMPLETE
     if marker.exists():
         marker.unlink()
-        _fsync_path(ckpt, directory=True)
+        _fsync_path(ckpt)
     shutil.rmtree(ckpt, ignore_errors=True)
 
 
@@ -184,7 +185,7 @@ def tidy_checkpoints(output_dir: str | Path, start_step: int) -> list[str]:
             msgs.append(f"moved {ckpt.name} to {target.name}: it is newer than the step this run starts at "
                         f"({start_step}), so resume must not pick it (delete it when no longer needed)")
     if msgs:
-        _fsync_path(out, directory=True)
+        _fsync_path(out)
     return msgs
 
 
@@ -227,7 +228,7 @@ def _promote(tmp: Path, out: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(p, target)
     for d in sorted({(out / p.relative_to(tmp)).parent for p in files} | {out}):
-        _fsync_path(d, directory=True)
+        _fsync_path(d)
     shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -294,21 +295,22 @@ def disk_full_error(output_dir: str | Path, exc: BaseException) -> UserError | N
 
 
 # ----------------------------------------------------------------------------- lock
-def _proc_start(pid: int) -> str | None:
-    """Start time (clock ticks since boot) of `pid`, or None where /proc is unavailable."""
+def _proc_stat(pid: int) -> list[str]:
+    """The fields of ``/proc/PID/stat`` after the process name (which may hold spaces and parentheses):
+    [0] is the state, [19] the start time in clock ticks since boot; [] where /proc is unavailable."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
     except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[-1].split()
+        return []
+
+
+def _proc_start(pid: int) -> str | None:
+    fields = _proc_stat(pid)
     return fields[19] if len(fields) > 19 else None
 
 
 def _proc_zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False
+    return _proc_stat(pid)[:1] == ["Z"]
 
 
 class RunLock:
@@ -320,8 +322,7 @@ class RunLock:
 
     def __init__(self, output_dir: str | Path):
         self.path = Path(output_dir) / LOCK
-        self.held = False
-        self._fd: int | None = None
+        self._fd: int | None = None  # the locked file while held
         self._created: list[Path] = []  # folders acquire() made: removed again by release() if still empty
 
     @staticmethod
@@ -374,7 +375,7 @@ class RunLock:
             os.ftruncate(fd, 0)
             os.pwrite(fd, self._me().encode(), 0)
             os.fsync(fd)
-            self._fd, self.held = fd, True
+            self._fd = fd
             atexit.register(self.release)
             return self
         raise UserError(f"could not lock {self.path}: it keeps changing; is another run starting on "
@@ -402,10 +403,8 @@ class RunLock:
         return not (start and now and now != start)  # same pid, other process: the holder died
 
     def release(self) -> None:
-        if self.held:
-            self.path.unlink(missing_ok=True)
-            self.held = False
         if self._fd is not None:
+            self.path.unlink(missing_ok=True)
             os.close(self._fd)
             self._fd = None
         for folder in self._created:  # a run that stopped before writing anything leaves no empty output_dir
@@ -551,48 +550,43 @@ def _field_default(cfg, key: str):
     return None
 
 
-def _normal(key: str, value, cfg):
-    """A comparable form: absolute paths, floats for numbers, reward weights filled in as training does."""
-    if key in PATH_KEYS and isinstance(value, str) and value:
-        expanded = os.path.expanduser(value)
-        return os.path.normpath(os.path.abspath(expanded)) if os.path.exists(expanded) or os.sep in value else value
-    if key == "reward_weights" and not value:
-        return [1.0] * len(getattr(cfg, "reward_funcs", []) or [])
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, (list, tuple)):
-        return [_normal("", v, cfg) for v in value]
-    if hasattr(value, "value"):  # enums (lr_scheduler_type)
-        return value.value
-    try:
-        return float(value) if key in ("learning_rate", "beta", "temperature", "lora_dropout") else value
-    except (TypeError, ValueError):
-        return value
+def _is_local_path(value: str) -> bool:
+    """A path on this machine (it exists, or is written as one); a hub id such as ``org/name`` is not."""
+    return value.startswith(("/", ".", "~")) or os.path.exists(os.path.expanduser(value))
+
+
+def _comparable(key: str, value):
+    """The form in which a recorded and a current value are compared: local paths absolute (relative ones
+    resolved in the current working dir), hub ids as text, enums by value, tuples as lists."""
+    from qlora_grpo.config import plain
+
+    if key in PATH_KEYS and isinstance(value, str) and _is_local_path(value):
+        return os.path.normpath(os.path.abspath(os.path.expanduser(value)))
+    return plain(value)
+
+
+def _weights(weights, funcs) -> list[float]:
+    """reward_weights as training uses them: unset means 1.0 for each reward."""
+    return [float(w) for w in weights] if weights else [1.0] * len(funcs or [])
 
 
 def run_differences(cfg, recorded: dict, kind: str | None) -> list[str]:
     """'key: recorded -> now' for every identity key (and the trainer kind) that differs."""
+    from qlora_grpo.config import plain
+
     diffs = []
     now_kind = trainer_kind(cfg)
     if kind and kind != now_kind:
         diffs.append(f"trainer: {kind.upper()} -> {now_kind.upper()}")
     for key in IDENTITY_KEYS:
         if not hasattr(cfg, key):
-            continue
-        if key == "reward_weights" and "reward_weights" not in recorded:
-            before = None  # filled in from reward_funcs below, as training does
-        else:
-            before = recorded.get(key, _field_default(cfg, key))
-        now = getattr(cfg, key)
+            continue  # a key of the other trainer
+        before, now = recorded.get(key, _field_default(cfg, key)), getattr(cfg, key)
         if key == "reward_weights":
-            funcs_before = recorded.get("reward_funcs", _field_default(cfg, "reward_funcs")) or []
-            before = [float(w) for w in before] if before else [1.0] * len(funcs_before)
-        a, b = _normal(key, before, cfg), _normal(key, now, cfg)
-        if a != b:
-            shown = (before, now) if repr(before) != repr(now) else (a, b)  # same text, another working dir
-            diffs.append(f"{key}: {shown[0]!r} -> {shown[1]!r}")
+            before = _weights(before, recorded.get("reward_funcs", _field_default(cfg, "reward_funcs")))
+            now = _weights(now, cfg.reward_funcs)
+        if _comparable(key, before) != _comparable(key, now):
+            diffs.append(f"{key}: {plain(before)!r} -> {plain(now)!r}")  # as the user wrote them
     return diffs
 
 
@@ -652,8 +646,8 @@ def move_run_aside(output_dir: str | Path) -> Path | None:
     target.mkdir()
     for p in entries:
         os.replace(p, target / p.name)
-    _fsync_path(target, directory=True)
-    _fsync_path(out, directory=True)
+    _fsync_path(target)
+    _fsync_path(out)
     return target
 
 

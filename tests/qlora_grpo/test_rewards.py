@@ -543,9 +543,11 @@ def test_reasoning_reward_defaults_columns_and_logged_means() -> None:
     ({"copy_tolerance": -0.1}, "need 0 <= copy_tolerance < 1 and 0 <= contradiction_penalty <= 1"),
     ({"contradiction_penalty": 1.01}, "need 0 <= copy_tolerance < 1 and 0 <= contradiction_penalty <= 1"),
     ({"contradiction_penalty": -0.1}, "need 0 <= copy_tolerance < 1 and 0 <= contradiction_penalty <= 1"),
-    ({"weights": (1.0, 1.0)}, "weights must be three non-negative numbers with a positive sum"),
-    ({"weights": (-1.0, 1.0, 1.0)}, "weights must be three non-negative numbers with a positive sum"),
-    ({"weights": (0.0, 0.0, 0.0)}, "weights must be three non-negative numbers with a positive sum"),
+    ({"weights": (1.0, 1.0)}, "weights must be three finite non-negative numbers with a positive sum"),
+    ({"weights": (-1.0, 1.0, 1.0)}, "weights must be three finite non-negative numbers with a positive sum"),
+    ({"weights": (0.0, 0.0, 0.0)}, "weights must be three finite non-negative numbers with a positive sum"),
+    ({"weights": (float("inf"), 1.0, 1.0)}, "weights must be three finite non-negative numbers with a positive sum"),
+    ({"weights": (float("nan"), 1.0, 1.0)}, "weights must be three finite non-negative numbers with a positive sum"),
 ])
 def test_reasoning_reward_refuses_bad_parameters(kw, message) -> None:
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
