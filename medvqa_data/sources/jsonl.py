@@ -23,6 +23,11 @@ from medvqa_data.sources.base import SourceOptions, SourceResult, abspath, relat
 OPTIONAL = ("answer", "answer_letter", "answer_type", "modality", "question_type", "dataset")
 
 
+def _text(value) -> str:
+    """An optional field as text: null is empty, a JSON number (an answer of 0) is kept."""
+    return "" if value is None else str(value)
+
+
 def read(root: Path, opts: SourceOptions) -> SourceResult:
     files = [root] if root.is_file() else sorted(root.rglob("*.jsonl"))
     if not files:
@@ -65,7 +70,7 @@ def read(root: Path, opts: SourceOptions) -> SourceResult:
                     image=abspath(path.parent / image) if image else "",
                     question=record.get("question", ""),
                     options=options,
-                    **{key: record.get(key) or "" for key in OPTIONAL if key != "answer_type"},
+                    **{key: _text(record.get(key)) for key in OPTIONAL if key != "answer_type"},
                     answer_type=record.get("answer_type") or None,
                     source="jsonl",
                 )

@@ -54,7 +54,8 @@ def read(root: Path, opts: SourceOptions) -> SourceResult:
                 for record in reader:
                     records.append(record)
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
-            where = f"line {reader.line_num}: " if isinstance(exc, csv.Error) else ""
+            # csv's line_num counts the lines of the records read so far: the bad one starts on the next line
+            where = f"line {reader.line_num + 1}: " if isinstance(exc, csv.Error) else ""
             result.skip(f"cannot read CSV: {where}{exc} (the {len(records)} row(s) before it were read)", file=name)
         for index, record in enumerate(records):
             row_id = f"pmc-vqa-{path.stem}-{index}"
