@@ -243,3 +243,6 @@ def test_pixel_data_the_conversion_does_not_support_is_a_clear_image_error(tmp_p
     nib.save(nib.Nifti1Image(rgb, np.eye(4)), path)
     reason = check_image(path)  # an ImageError, not a crash of the whole prepare run
     assert reason.startswith("unsupported pixel data (TypeError: Cannot cast array data")
+    with pytest.raises(ImageError) as err:
+        load_image(path)
+    assert err.value.path == str(path)

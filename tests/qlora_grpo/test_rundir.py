@@ -323,7 +323,8 @@ def sleeper():
     """A live process whose name holds ') Z 1 (' — as /proc shows any name, parentheses and all."""
     if not os.path.exists("/proc/self/stat"):
         pytest.skip("no /proc")
-    code = "import sys, time; open('/proc/self/comm', 'w').write(') Z 1 ('); print('ok', flush=True); time.sleep(60)"
+    code = ("import signal, time; signal.signal(signal.SIGHUP, signal.SIG_DFL); "  # even when started under nohup
+            "open('/proc/self/comm', 'w').write(') Z 1 ('); print('ok', flush=True); time.sleep(60)")
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline().strip() == "ok"
     yield child
