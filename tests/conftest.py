@@ -53,3 +53,15 @@ def _fresh_parser_caches():
     if rewards is not None and hasattr(getattr(rewards, "_question_ngrams", None), "cache_clear"):
         rewards._question_ngrams.cache_clear()
     yield
+
+
+@pytest.fixture
+def ascii_locale():
+    """A C (ASCII) locale, as on a system without a UTF-8 one: files that must be read as UTF-8 still are.
+    (Python picks `open`'s default encoding from LC_CTYPE at each call, so a test can switch it.)"""
+    import locale
+
+    saved = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C")
+    yield
+    locale.setlocale(locale.LC_CTYPE, saved)

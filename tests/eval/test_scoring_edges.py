@@ -24,3 +24,10 @@ def test_a_multi_word_gold_is_no_yes_no_gold_so_the_answer_is_shown_as_written()
     rec = score_record(row, "<answer>No fracture seen</answer>", "no-think")
     assert rec["parsed"] == "No fracture seen"
     assert rec["correct"] == 0.0  # exact match
+
+
+def test_predictions_are_read_as_utf8_whatever_the_locale(tmp_path, ascii_locale):
+    path = tmp_path / "p.jsonl"
+    path.write_bytes('{"id": "a", "answer": "caf\u00e9", "completion": "x"}\n'.encode("utf-8"))
+    records, malformed = read_predictions(path)
+    assert malformed == [] and records[0]["answer"] == "caf\u00e9"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import locale
 import os
 
 import pyarrow as pa
@@ -240,15 +239,6 @@ def test_iter_table_json_csv_and_parquet(tmp_path):
     ]
     pq.write_table(pa.table({"n": list(range(600))}), tmp_path / "c.parquet")  # more than one batch
     assert list(iter_table(tmp_path / "c.parquet")) == [{"n": n} for n in range(600)]
-
-
-@pytest.fixture
-def ascii_locale():
-    """A C (ASCII) locale, as on a system without a UTF-8 locale: files must still be read as UTF-8."""
-    saved = locale.setlocale(locale.LC_CTYPE)
-    locale.setlocale(locale.LC_CTYPE, "C")
-    yield
-    locale.setlocale(locale.LC_CTYPE, saved)
 
 
 def test_tables_are_read_as_utf8_whatever_the_locale(tmp_path, ascii_locale):

@@ -256,3 +256,11 @@ def test_slake_errors_name_the_choices_and_the_layout(tmp_path):
         slake.read(tmp_path, SourceOptions(lang="fr"))
     with raises_exactly(f"{tmp_path} is not a SLAKE root: expected train.json, validation.json, test.json and imgs/"):
         slake.read(tmp_path, SourceOptions())
+
+
+def test_pmc_vqa_csv_is_read_as_utf8_whatever_the_locale(tmp_path, ascii_locale):
+    root = tmp_path / "PMC-VQA"
+    image(root / "images" / "P0.jpg")
+    write_csv(root / "train.csv", [[0, "P0.jpg", "Caf\u00e9?", "", "A:x", "B:y", "", "", "A"]])
+    write_csv(root / "test.csv", [])
+    assert [r["question"] for r in pmc_vqa.read(root, SourceOptions()).rows] == ["Caf\u00e9?"]

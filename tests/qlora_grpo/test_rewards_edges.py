@@ -172,3 +172,12 @@ def test_cli_length_is_printed_as_0_up_to_the_start_of_the_ramp(tmp_path: Path) 
     code, out, _ = run_main(tmp_path, rows, "--template", "no-think", "--rewards", "length", "--max-len", "4",
                             "--buffer", "2")
     assert (code, out) == (0, '{"length": 0.0}\n{"length": -0.5}\n')  # not "-0.0"
+
+
+def test_cli_input_is_read_as_utf8_whatever_the_locale(tmp_path: Path, ascii_locale) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_bytes('{"completion": "<answer>caf\u00e9</answer>", "answer": "caf\u00e9"}\n'.encode("utf-8"))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = rw.main(["--input", str(path), "--template", "no-think", "--rewards", "accuracy"])
+    assert (code, out.getvalue()) == (0, '{"accuracy": 1.0}\n')
