@@ -125,25 +125,25 @@ def test_palette_dicom_maps_indices_through_its_8_bit_lut(tmp_path):
     assert np.asarray(img).tolist() == [[[10, 20, 50], [200, 30, 60]], [[40, 40, 70], [200, 30, 60]]]
 
 
-def test_8_bit_rgb_dicom_keeps_its_values(tmp_path):
+def rgb_dicom(path, pixels: np.ndarray):
+    """A colour (RGB) DICOM file holding `pixels` (h, w, 3) at their own bit depth."""
     import pydicom
 
-    path = write_dicom(tmp_path / "rgb.dcm", np.zeros((1, 2), dtype=np.uint8))
+    path = write_dicom(path, np.zeros((1, 2), dtype=np.uint8))
     ds = pydicom.dcmread(path)
-    pixels = np.array([[[10, 20, 30], [100, 50, 0]]], dtype=np.uint8)
-    ds.set_pixel_data(pixels, photometric_interpretation="RGB", bits_stored=8)
+    ds.set_pixel_data(pixels, photometric_interpretation="RGB", bits_stored=pixels.dtype.itemsize * 8)
     ds.save_as(path)
+    return path
+
+
+def test_8_bit_rgb_dicom_keeps_its_values(tmp_path):
+    pixels = np.array([[[10, 20, 30], [100, 50, 0]]], dtype=np.uint8)
+    path = rgb_dicom(tmp_path / "rgb.dcm", pixels)
     assert np.asarray(load_image(path)).tolist() == pixels.tolist()  # not stretched to 0..255
 
 
 def test_16_bit_rgb_dicom_is_rescaled_by_min_max(tmp_path):
-    import pydicom
-
-    path = write_dicom(tmp_path / "rgb16.dcm", np.zeros((1, 2), dtype=np.uint8))
-    ds = pydicom.dcmread(path)
-    pixels = np.array([[[0, 1000, 65535], [300, 300, 300]]], dtype=np.uint16)
-    ds.set_pixel_data(pixels, photometric_interpretation="RGB", bits_stored=16)
-    ds.save_as(path)
+    path = rgb_dicom(tmp_path / "rgb16.dcm", np.array([[[0, 1000, 65535], [300, 300, 300]]], dtype=np.uint16))
     img = load_image(path)
     assert img.mode == "RGB" and img.size == (2, 1)
     scaled = [round(v * 255 / 65535) for v in (0, 1000, 65535, 300)]
