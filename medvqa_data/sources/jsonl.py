@@ -23,11 +23,6 @@ from medvqa_data.sources.base import SourceOptions, SourceResult, abspath, relat
 OPTIONAL = ("answer", "answer_letter", "answer_type", "modality", "question_type", "dataset")
 
 
-def _text(value) -> str:
-    """An optional field as text: null is empty, a JSON number (an answer of 0) is kept."""
-    return "" if value is None else str(value)
-
-
 def read(root: Path, opts: SourceOptions) -> SourceResult:
     files = [root] if root.is_file() else sorted(root.rglob("*.jsonl"))
     if not files:
@@ -70,7 +65,7 @@ def read(root: Path, opts: SourceOptions) -> SourceResult:
                     image=abspath(path.parent / image) if image else "",
                     question=record.get("question", ""),
                     options=options,
-                    **{key: _text(record.get(key)) for key in OPTIONAL if key != "answer_type"},
+                    **{key: record.get(key) for key in OPTIONAL if key != "answer_type"},  # make_row: text
                     answer_type=record.get("answer_type") or None,
                     source="jsonl",
                 )
