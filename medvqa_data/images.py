@@ -194,8 +194,6 @@ def load_image(path: str | os.PathLike) -> Image.Image:
             return _load_nifti(path)
         if _is_dicom(path):
             return _load_dicom(path)
-    except ImageError:
-        raise
     except (ValueError, TypeError) as exc:  # decoded, but pixel data the conversion does not support
         raise ImageError(path, f"unsupported pixel data ({type(exc).__name__}: {exc})") from exc
     return _load_pil(path)

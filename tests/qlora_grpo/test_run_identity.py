@@ -185,8 +185,12 @@ def test_real_runs_grpo_into_sft_dir_and_restart(tiny_model, sample_prepared, tm
 
 
 # ----------------------------------------------------------------------------- the comparison itself
+def argv_of(*argv: str, out: str = "unused") -> list[str]:
+    return ["--output_dir", str(out), "--report_to", "none", *argv]
+
+
 def cfg_of(*argv: str, cls=MedGRPOConfig, out: str = "unused"):
-    return parse_config(["--output_dir", str(out), "--report_to", "none", *argv], cls)
+    return parse_config(argv_of(*argv, out=out), cls)
 
 
 def recorded_by(cfg) -> dict:
@@ -259,28 +263,15 @@ def test_paths_compare_as_folders_and_hub_ids_as_text(tmp_path, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- check_same_run, open_run
-def record(cfg, finished: bool, steps=(2,)) -> Path:
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    trainer = SimpleNamespace(accelerator=SimpleNamespace(is_main_process=True))
-    rundir.write_run_config(trainer, cfg, "resolved config; backend: hf")
-    for step in steps:
-        (out / f"checkpoint-{step}").mkdir()
-        rundir.mark_complete(out / f"checkpoint-{step}")
-    if finished:
-        (out / "adapter_config.json").write_text("{}")
-    return out
-
-
 @pytest.mark.parametrize("finished", [True, False])
 def test_a_run_with_default_max_steps_continues_unchanged(tmp_path, finished, capsys):
-    out = record(cfg_of(out=tmp_path / "run"), finished)
+    out = record_run(argv_of(out=tmp_path / "run"), finished=finished)
     rundir.check_same_run(cfg_of(out=out))  # max_steps not recorded (the default): not a change
     assert capsys.readouterr().out == ""
 
 
 def test_the_refusal_names_every_difference_and_whether_the_run_finished(tmp_path):
-    out = record(cfg_of("--max_steps", "4", out=tmp_path / "run"), finished=True)
+    out = record_run(argv_of("--max_steps", "4", out=tmp_path / "run"), finished=True)
     with pytest.raises(UserError) as err:
         rundir.check_same_run(cfg_of("--max_steps", "6", "--seed", "1", out=out))
     assert str(err.value) == (
@@ -297,7 +288,7 @@ def test_the_refusal_names_every_difference_and_whether_the_run_finished(tmp_pat
     ("checkpoint-4", "4", False), ("auto", "-1", False)])
 def test_an_unfinished_run_may_change_max_steps_but_not_below_its_checkpoint(tmp_path, capsys, resume, max_steps,
                                                                              refused):
-    out = record(cfg_of("--max_steps", "8", out=tmp_path / "run"), finished=False, steps=(2, 4))
+    out = record_run(argv_of("--max_steps", "8", out=tmp_path / "run"), finished=False, steps=(2, 4))
     if resume == "auto":
         (out / "checkpoint-4" / "COMPLETE").unlink()  # auto resumes checkpoint-2
     resume = str(out / resume) if resume.startswith("checkpoint") else resume
@@ -314,7 +305,7 @@ def test_an_unfinished_run_may_change_max_steps_but_not_below_its_checkpoint(tmp
 
 
 def test_only_rank_0_announces_a_longer_run(tmp_path, capsys, monkeypatch):
-    out = record(cfg_of("--max_steps", "8", out=tmp_path / "run"), finished=False)
+    out = record_run(argv_of("--max_steps", "8", out=tmp_path / "run"), finished=False)
     cfg = cfg_of("--max_steps", "9", out=out)
     monkeypatch.setattr(type(cfg), "process_index", property(lambda self: 1))
     rundir.check_same_run(cfg)
@@ -342,7 +333,7 @@ def test_restart_run_says_where_the_old_run_went(tmp_path, capsys, monkeypatch):
     from qlora_grpo import hardware
 
     monkeypatch.setattr(hardware, "print_startup", lambda cfg, resume_from: print(f"startup {resume_from}"))
-    out = record(cfg_of(out=tmp_path / "run"), finished=True)
+    out = record_run(argv_of(out=tmp_path / "run"), finished=True)
     lock, resume_from = rundir.open_run(cfg_of("--restart_run", "true", "--resume", "never", out=out))
     lock.release()
     (old,) = tmp_path.glob("run.old-*")
@@ -351,7 +342,7 @@ def test_restart_run_says_where_the_old_run_went(tmp_path, capsys, monkeypatch):
     lock, resume_from = rundir.open_run(cfg_of(out=tmp_path / "fresh"))
     lock.release()
     assert capsys.readouterr().out == "startup None\n"
-    out2 = record(cfg_of(out=tmp_path / "again"), finished=False)
+    out2 = record_run(argv_of(out=tmp_path / "again"), finished=False)
     lock, resume_from = rundir.open_run(cfg_of(out=out2))
     lock.release()
     assert resume_from == str(out2 / "checkpoint-2")

@@ -192,6 +192,13 @@ def test_raise_if_disk_full_raises_only_for_a_full_disk(tmp_path):
 
 
 # ----------------------------------------------------------------------------- checkpoints
+def committed(out, *steps: int) -> None:
+    """Empty checkpoint-N folders of `out`, each committed (COMPLETE written)."""
+    for step in steps:
+        (out / f"checkpoint-{step}").mkdir()
+        rundir.mark_complete(out / f"checkpoint-{step}")
+
+
 def test_removing_a_checkpoint_twice_is_harmless(tmp_path):
     ckpt = tmp_path / "checkpoint-1"
     ckpt.mkdir()
@@ -241,27 +248,21 @@ def test_is_complete_is_false_for_an_unreadable_marker(tmp_path):
 
 @pytest.mark.parametrize("keep, left", [(None, [1, 2, 3]), (0, [1, 2, 3]), (-1, [1, 2, 3]), (1, [3]), (2, [2, 3])])
 def test_rotation_keeps_the_newest_keep_checkpoints(tmp_path, keep, left):
-    for step in (1, 2, 3):
-        (tmp_path / f"checkpoint-{step}").mkdir()
-        rundir.mark_complete(tmp_path / f"checkpoint-{step}")
+    committed(tmp_path, 1, 2, 3)
     removed = rundir.rotate(tmp_path, keep)
     assert [p.name for p in removed] == [f"checkpoint-{s}" for s in (1, 2, 3) if s not in left]
     assert [p.name for p in rundir.checkpoints(tmp_path)] == [f"checkpoint-{s}" for s in left]
 
 
 def test_rotation_protects_the_resumed_checkpoint_and_the_newest(tmp_path):
-    for step in (1, 2, 3, 4):
-        (tmp_path / f"checkpoint-{step}").mkdir()
-        rundir.mark_complete(tmp_path / f"checkpoint-{step}")
+    committed(tmp_path, 1, 2, 3, 4)
     removed = rundir.rotate(tmp_path, 2, protect=tmp_path / "checkpoint-1")
     assert [p.name for p in removed] == ["checkpoint-2", "checkpoint-3"]
     assert [p.name for p in rundir.checkpoints(tmp_path)] == ["checkpoint-1", "checkpoint-4"]
 
 
 def test_newer_checkpoints_are_moved_aside_under_a_free_name(tmp_path):
-    for step in (2, 5):
-        (tmp_path / f"checkpoint-{step}").mkdir()
-        rundir.mark_complete(tmp_path / f"checkpoint-{step}")
+    committed(tmp_path, 2, 5)
     (tmp_path / "superseded-checkpoint-5").mkdir()  # from an earlier restart
     (tmp_path / "superseded-checkpoint-5.2").mkdir()
     msgs = rundir.tidy_checkpoints(tmp_path, start_step=2)
@@ -461,9 +462,7 @@ def test_rotation_of_a_dir_without_complete_checkpoints_removes_nothing(tmp_path
 
 
 def test_the_first_superseded_name_is_dot_2(tmp_path):
-    for step in (1, 5):
-        (tmp_path / f"checkpoint-{step}").mkdir()
-        rundir.mark_complete(tmp_path / f"checkpoint-{step}")
+    committed(tmp_path, 1, 5)
     (tmp_path / "superseded-checkpoint-5").mkdir()
     rundir.tidy_checkpoints(tmp_path, start_step=1)
     assert (tmp_path / "superseded-checkpoint-5.2" / "COMPLETE").is_file()
